@@ -1,0 +1,6 @@
+"""medistill: knowledge distillation for medical-imaging networks that run fast on a CPU.
+
+Sub-packages (one direction of flow): ``io`` -> ``data`` -> ``spatial`` -> ``metrics`` -> ``cli``.
+"""
+
+__version__ = "0.1.0"
