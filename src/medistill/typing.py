@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from typing import Union
+from typing import TypeAlias
 
 import numpy as np
 import torch
 
-PathLike = Union[str, "os.PathLike[str]"]
-ArrayLike = Union[np.ndarray, torch.Tensor]
+PathLike: TypeAlias = "str | os.PathLike[str]"
+ArrayLike: TypeAlias = "np.ndarray | torch.Tensor"

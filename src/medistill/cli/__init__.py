@@ -1,0 +1,1 @@
+"""The ``medistill`` command line (Typer); heavy imports stay inside the commands."""
