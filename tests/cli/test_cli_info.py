@@ -85,7 +85,10 @@ def test_usage_error_is_exit_2(capsys):
 
 def test_console_script_help_and_exit_code(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "medistill.cli.main", "--help"], capture_output=True, text=True
+        [sys.executable, "-m", "medistill.cli.main", "--help"],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
     )
     assert done.returncode == 0 and "info" in done.stdout
     done = subprocess.run(
