@@ -1,0 +1,35 @@
+"""The shared training loop (Lightning Fabric underneath) and YAML dataclass configs."""
+
+from medistill.train.config import (
+    apply_overrides,
+    from_dict,
+    load_config,
+    read_yaml,
+    save_config,
+    to_dict,
+)
+from medistill.train.loop import (
+    LoopConfig,
+    StepContext,
+    Trainer,
+    TrainTask,
+    choose_cpu_speedups,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+__all__ = [
+    "LoopConfig",
+    "StepContext",
+    "TrainTask",
+    "Trainer",
+    "apply_overrides",
+    "choose_cpu_speedups",
+    "from_dict",
+    "load_checkpoint",
+    "load_config",
+    "read_yaml",
+    "save_checkpoint",
+    "save_config",
+    "to_dict",
+]
