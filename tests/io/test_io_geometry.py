@@ -107,8 +107,11 @@ def test_header_rounding_accepted_with_warning(caplog):
     lab[2:4, 2:4, 2:4] = 1
     with caplog.at_level(logging.WARNING):
         out = check_same_grid(ref, Image(lab, rounded, True, "labels"))
-    assert "header rounding" in caplog.text
+    assert "resampled through its own header" in caplog.text
     np.testing.assert_array_equal(out.affine, ref.affine)
+    # world space decides: label voxel (2, 2, 2) of the other header lies at
+    # (2*0.98+3, 2*0.97+6, 2) mm, i.e. reference voxel (4.96, 7.94, 2) -> nearest (5, 8, 2)
+    assert out.data[5, 8, 2] == 1 and out.data[2, 2, 2] == 0
 
 
 @pytest.mark.parametrize(
@@ -131,6 +134,8 @@ def test_real_oasis_tissue_map_accepted(shared_data):
     assert tissue.is_label
     out = check_same_grid(image, tissue)
     np.testing.assert_array_equal(out.affine, image.affine)
+    # placed through its own header the tissue map covers exactly the brain (non-zero voxels)
+    np.testing.assert_array_equal(out.data > 0, image.data > 0)
 
 
 def test_real_lia_label_map_to_canonical(shared_data):

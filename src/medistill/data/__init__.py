@@ -12,6 +12,7 @@ from medistill.data.datasets import (
     sources_from_folder,
     sources_from_h5,
 )
+from medistill.data.embedded import SPLITS, embedded_slices, embedded_subjects, mni_atlas
 from medistill.data.pairing import (
     PairDataset,
     all_ordered_pairs,
@@ -19,8 +20,44 @@ from medistill.data.pairing import (
     random_pairs,
     read_pairs_csv,
 )
+from medistill.data.synthesis import (
+    ASEG_TO_TISSUE,
+    BACKGROUND,
+    CSF,
+    GREY_MATTER,
+    TISSUE_CLASSES,
+    TISSUE_TO_OASIS,
+    WHITE_MATTER,
+    SynthPairGenerator,
+    aseg_to_tissue,
+    gaussian_blur,
+    map_labels,
+    random_bias_field,
+    random_intensity_augment,
+    synth_image_from_labels,
+    tissue_to_oasis,
+)
 
 __all__ = [
+    "ASEG_TO_TISSUE",
+    "BACKGROUND",
+    "CSF",
+    "GREY_MATTER",
+    "SPLITS",
+    "SynthPairGenerator",
+    "TISSUE_CLASSES",
+    "TISSUE_TO_OASIS",
+    "WHITE_MATTER",
+    "aseg_to_tissue",
+    "embedded_slices",
+    "embedded_subjects",
+    "gaussian_blur",
+    "map_labels",
+    "mni_atlas",
+    "random_bias_field",
+    "random_intensity_augment",
+    "synth_image_from_labels",
+    "tissue_to_oasis",
     "PairDataset",
     "Subject",
     "SubjectSource",

@@ -242,13 +242,16 @@ def check_same_grid(
     atol_mm: float = 1e-3,
     header_tolerance: float = 0.05,
 ) -> Image:
-    """Check that ``other`` lies on ``reference``'s grid; return it with ``reference``'s affine.
+    """Check that ``other`` lies on ``reference``'s grid; return it on exactly that grid.
 
-    Accepted: equal shapes and corners within ``atol_mm``. Also accepted, with a logged warning:
-    equal shapes, the same orientation codes and voxel sizes within ``header_tolerance`` (relative),
-    which is how a header rounding looks (the OASIS tissue maps in the test data store spacing
-    0.98 x 0.97 x 1 mm and a few mm of origin shift for a grid that coincides with their 1 mm
-    image).
+    Accepted: equal shapes and grid corners within ``atol_mm`` (the affine of ``reference`` is then
+    used). Also accepted, with a logged warning: equal shapes, the same orientation codes and voxel
+    sizes within ``header_tolerance`` (relative), i.e. headers that differ by what looks like a
+    rounding. World space decides in that case: ``other`` is resampled through its own header onto
+    ``reference``'s grid (nearest neighbour for label maps). The OASIS tissue maps in the test data
+    are such a case (spacing 0.98 x 0.97 x 1 mm and 3 / 6 mm of origin shift against a 1 mm image):
+    placed through their own header they cover the brain exactly (Dice 1.0 with the image's
+    non-zero voxels), laid voxel-for-voxel they do not (0.96).
 
     Raises:
         InputError: different shapes, orientations or spacings (one line naming both files).
@@ -265,7 +268,8 @@ def check_same_grid(
     if reference.orientation == other.orientation and np.all(rel <= header_tolerance):
         log.warning(
             "%s: header differs from %s by up to %.2f mm at the grid corners (spacing %s vs %s); "
-            "same shape and orientation, so treated as a header rounding; the grid of %s is used",
+            "same shape and orientation, so accepted and resampled through its own header onto "
+            "the grid of %s",
             other.source,
             reference.source,
             mismatch,
@@ -273,7 +277,11 @@ def check_same_grid(
             tuple(round(s, 4) for s in reference.spacing),
             reference.source,
         )
-        return Image(other.data, reference.affine.copy(), other.is_label, other.source)
+        order = 0 if other.is_label else 1
+        data = resample_array(
+            other.data, other.affine, reference.affine, reference.shape, order=order, cval=0.0
+        )
+        return Image(data, reference.affine.copy(), other.is_label, other.source)
     raise InputError(
         f"{other.source}: grid does not match {reference.source} "
         f"(corners up to {mismatch:.1f} mm apart, "
