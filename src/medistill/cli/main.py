@@ -29,9 +29,10 @@ def _root() -> None:
 
 
 def _register_commands() -> None:
-    from medistill.cli import info
+    from medistill.cli import info, selfcheck
 
     app.command("info")(info.info)
+    app.command("selfcheck")(selfcheck.selfcheck)
 
 
 _register_commands()
