@@ -1,0 +1,153 @@
+"""Recursive cascaded registration networks (Zhao et al., ICCV 2019) and their builders."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from medistill.errors import InputError
+from medistill.nets._common import check_ndim, check_option
+from medistill.nets.affine import AffineStem, SmallAffineStem
+from medistill.nets.ldr import LDRStudent, LDRStudentFast
+from medistill.nets.vtn import VTN
+from medistill.spatial import compose, warp
+
+__all__ = ["STUDENT_VARIANTS", "Cascade", "CascadeOutput", "build_student", "build_teacher"]
+
+STUDENT_VARIANTS = ("ldr", "fast")
+"""Student subnetworks: ``"ldr"`` (:class:`LDRStudent`), ``"fast"`` (:class:`LDRStudentFast`)."""
+
+
+class CascadeOutput(NamedTuple):
+    """What :class:`Cascade` returns.
+
+    Attributes:
+        disp: ``(B, ndim, *S)`` final composed displacement in voxels (affine included).
+        warped: ``(B, C, *S)`` the original moving image warped once by ``disp``.
+        increments: each deformable cascade's own displacement ``u_k`` ``(B, ndim, *S)``, in
+            the frame of the image it saw (for the smoothness loss).
+        affine: ``(A, b)`` of the affine stem, ``(B, ndim, ndim)`` and ``(B, ndim)`` voxels,
+            or ``None`` without a stem.
+    """
+
+    disp: Tensor
+    warped: Tensor
+    increments: list[Tensor]
+    affine: tuple[Tensor, Tensor] | None
+
+
+class Cascade(nn.Module):
+    """Recursive cascade of registration subnetworks, optionally after an affine stem.
+
+    The affine stem (if any) maps ``(fixed, moving)`` to ``(u_0, A, b)``. Cascade ``k`` sees
+    ``(fixed, warp(moving, agg_{k-1}))`` and predicts the increment ``u_k``. The composed
+    field is ``agg_0 = u_0``, then, after an affine stem, in closed form
+    ``agg_1(x) = u_0(x + u_1(x)) + u_1(x) = A u_1(x) + u_0(x)`` (exact, since ``u_0`` is
+    affine; no border clamping), and ``agg_k = compose(agg_{k-1}, u_k)``, i.e.
+    ``agg_k(x) = agg_{k-1}(x + u_k(x)) + u_k(x)`` with linear interpolation, otherwise. The
+    original moving image is always warped by the composed field (one interpolation), and
+    gradients flow through the whole chain.
+
+    Args:
+        subnets: deformable subnetworks, each ``net(fixed, moving) -> (B, ndim, *S)``.
+        affine: affine stem ``stem(fixed, moving) -> (disp, A, b)``, or ``None``.
+
+    Raises:
+        InputError: if there is neither a subnetwork nor an affine stem.
+    """
+
+    def __init__(self, subnets: Sequence[nn.Module], affine: nn.Module | None = None) -> None:
+        super().__init__()
+        if not subnets and affine is None:
+            raise InputError("Cascade(): need at least one subnetwork or an affine stem, got none")
+        self.subnets = nn.ModuleList(subnets)
+        self.affine = affine
+
+    def forward(self, fixed: Tensor, moving: Tensor) -> CascadeOutput:
+        """Register ``moving`` to ``fixed``.
+
+        Args:
+            fixed: ``(B, C_f, *S)`` fixed image.
+            moving: ``(B, C_m, *S)`` moving image (sizes as the subnetworks require).
+
+        Returns:
+            :class:`CascadeOutput` with the composed displacement (voxels, backward
+            convention), the warped moving image, the increments and the affine parameters.
+        """
+        agg: Tensor | None = None
+        affine: tuple[Tensor, Tensor] | None = None
+        warped = moving
+        if self.affine is not None:
+            agg, a, b = self.affine(fixed, moving)
+            affine = (a, b)
+            warped = warp(moving, agg)
+        increments = []
+        for k, net in enumerate(self.subnets):
+            u = net(fixed, warped)
+            increments.append(u)
+            if agg is None:
+                agg = u
+            elif k == 0 and affine is not None:
+                agg = torch.einsum("bij,bj...->bi...", affine[0], u) + agg
+            else:
+                agg = compose(agg, u)
+            warped = warp(moving, agg)
+        if agg is None:  # unreachable: __init__ requires a stem or a subnetwork
+            raise RuntimeError("Cascade.forward(): no stage produced a displacement")
+        return CascadeOutput(disp=agg, warped=warped, increments=increments, affine=affine)
+
+
+def build_teacher(
+    n_cascades: int, ndim: int = 3, base_width: int = 16, affine: bool = True
+) -> Cascade:
+    """The RCN teacher: an :class:`AffineStem` and ``n_cascades`` :class:`VTN` subnetworks.
+
+    Each VTN has ``flow_multiplier = 1 / n_cascades``.
+
+    Args:
+        n_cascades: number of deformable cascades, ``>= 1``.
+        ndim: 2 or 3 spatial dimensions.
+        base_width: width of the first layer of every VTN and of the affine stem.
+        affine: whether to start with the affine stem.
+
+    Returns:
+        The cascade (inputs: sizes multiples of 64).
+    """
+    ndim = check_ndim("build_teacher", ndim)
+    n = _check_n("build_teacher", n_cascades)
+    nets = [VTN(ndim, flow_multiplier=1.0 / n, base_width=base_width) for _ in range(n)]
+    return Cascade(nets, AffineStem(ndim, base_width=base_width) if affine else None)
+
+
+def build_student(
+    n_cascades: int, ndim: int = 3, variant: str = "ldr", affine: bool = True
+) -> Cascade:
+    """The LDR student: a :class:`SmallAffineStem` and ``n_cascades`` student subnetworks.
+
+    Each subnetwork has ``flow_multiplier = 1 / n_cascades``.
+
+    Args:
+        n_cascades: number of deformable cascades, ``>= 1``.
+        ndim: 2 or 3 spatial dimensions.
+        variant: ``"ldr"`` (:class:`LDRStudent`, the paper's) or ``"fast"``
+            (:class:`LDRStudentFast`).
+        affine: whether to start with the small affine stem.
+
+    Returns:
+        The cascade (inputs: sizes multiples of 16).
+    """
+    ndim = check_ndim("build_student", ndim)
+    n = _check_n("build_student", n_cascades)
+    variant = check_option("build_student", "variant", variant, STUDENT_VARIANTS)
+    cls = LDRStudent if variant == "ldr" else LDRStudentFast
+    nets = [cls(ndim, flow_multiplier=1.0 / n) for _ in range(n)]
+    return Cascade(nets, SmallAffineStem(ndim) if affine else None)
+
+
+def _check_n(fn: str, n: object) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InputError(f"{fn}(): 'n_cascades' must be an int >= 1, got {n!r}")
+    return n
