@@ -29,10 +29,15 @@ def _root() -> None:
 
 
 def _register_commands() -> None:
-    from medistill.cli import info, selfcheck
+    from medistill.cli import info, registration, selfcheck
 
     app.command("info")(info.info)
     app.command("selfcheck")(selfcheck.selfcheck)
+    app.command("train")(registration.train)
+    app.command("register")(registration.register)
+    app.command("evaluate")(registration.evaluate)
+    app.command("models")(registration.models)
+    app.command("demo")(registration.demo)
 
 
 _register_commands()

@@ -1,0 +1,128 @@
+"""Registration commands: ``train``, ``register``, ``evaluate``, ``models``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from medistill.errors import InputError
+
+ROLE_HELP = "teacher (RCN), student (LDR) or voxelmorph (baseline)."
+
+
+def train(
+    role: Annotated[str, typer.Argument(help=ROLE_HELP)],
+    config: Annotated[
+        str, typer.Option(help="YAML file or preset name (cpu-64, paper-128, demo).")
+    ],
+    out: Annotated[Path, typer.Option(help="Run folder (checkpoints, log, config).")],
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from last.pt.")] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config value, e.g. --set loop.steps=500."),
+    ] = None,
+) -> None:
+    """Train a registration network (distillation settings in the config's 'distill' section)."""
+    from medistill.registration.config import RegistrationConfig, presets
+    from medistill.registration.model import ROLES
+    from medistill.registration.training import train as run
+    from medistill.train import load_config
+
+    if role not in ROLES:
+        raise InputError(f"train: unknown model {role!r}; expected one of {', '.join(ROLES)}")
+    cfg = load_config(RegistrationConfig, config, presets=presets(), overrides=list(set_ or []))
+    state = run(role, cfg, out, resume=resume)
+    if os.environ.get("RANK", "0") == "0":
+        typer.echo(f"trained {role} to step {state.get('step')}; checkpoint {out / 'model.pt'}")
+
+
+def register(
+    model: Annotated[Path, typer.Option(help="Registration checkpoint (.pt).")],
+    fixed: Annotated[Path, typer.Option(help="Fixed image.")],
+    moving: Annotated[Path, typer.Option(help="Moving image.")],
+    out: Annotated[Path, typer.Option(help="Output folder.")],
+    moving_labels: Annotated[
+        Path | None, typer.Option(help="Label map on the moving image's grid.")
+    ] = None,
+    initial: Annotated[str, typer.Option(help="'com' (match centres of mass) or 'none'.")] = "com",
+) -> None:
+    """Register MOVING to FIXED; outputs on the fixed image's grid and affine."""
+    from medistill.io import check_same_grid, load
+    from medistill.registration.apply import register_images
+    from medistill.registration.model import load_model
+
+    net, _, cfg = load_model(model)
+    ndim = len(cfg.data.shape)
+    fixed_img = load(fixed, is_label=False, dims=ndim)
+    moving_img = load(moving, is_label=False, dims=ndim)
+    labels = None
+    if moving_labels is not None:
+        labels = check_same_grid(moving_img, load(moving_labels, is_label=True, dims=ndim))
+    reg = register_images(
+        net,
+        fixed_img,
+        moving_img,
+        shape=tuple(cfg.data.shape),
+        moving_labels=labels,
+        initial=initial,
+    )
+    for path in reg.save(out):
+        typer.echo(str(path))
+    typer.echo(f"network {reg.seconds_network:.3f} s, total {reg.seconds_total:.3f} s")
+
+
+def evaluate(
+    model: Annotated[Path, typer.Option(help="Registration checkpoint (.pt).")],
+    pairs: Annotated[Path, typer.Option(help="CSV: fixed, moving, fixed_labels, moving_labels.")],
+    out: Annotated[Path, typer.Option(help="Output folder (metrics.csv, summary.json).")],
+    labels: Annotated[
+        str | None, typer.Option(help="Comma-separated label values to score (default: all).")
+    ] = None,
+) -> None:
+    """Evaluate a registration checkpoint on the pairs of a CSV."""
+    from medistill.registration.evaluate import evaluate as run
+
+    chosen = None
+    if labels:
+        try:
+            chosen = [int(v) for v in labels.split(",")]
+        except ValueError as err:
+            raise InputError(f"--labels must be comma-separated integers, got {labels!r}") from err
+    summary = run(model, pairs, out, labels=chosen)
+    typer.echo(json.dumps(summary, indent=2))
+
+
+def models(
+    sizes: Annotated[str, typer.Option(help="Grid sizes (comma-separated).")] = "64,128",
+) -> None:
+    """Parameters and GMAC of every registration network at the given cubic grid sizes."""
+    from medistill.registration.profile import model_table
+
+    typer.echo(model_table([int(s) for s in sizes.split(",")]))
+
+
+def demo(
+    out: Annotated[Path, typer.Option(help="Output folder (report.html, checkpoints).")],
+    task: Annotated[
+        str, typer.Argument(help="registration (more tasks to come).")
+    ] = "registration",
+    config: Annotated[str, typer.Option(help="Preset or YAML for the registration demo.")] = "demo",
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config value.")
+    ] = None,
+) -> None:
+    """Train teacher and students on the embedded data, evaluate, and write report.html."""
+    if task != "registration":
+        raise InputError(f"demo: unknown task {task!r}; available: registration")
+    from medistill.registration.demo import run_demo
+
+    summary = run_demo(out, config=config, overrides=list(set_ or []))
+    for row in summary["rows"]:
+        typer.echo(
+            f"{row['model']:18s} Dice {row['dice_mean']:.3f}  folding {row['folding_pct']:.3f} %"
+        )
+    typer.echo(f"report: {out / 'report.html'} (total {summary['timings_s']['total']:.0f} s)")

@@ -1,0 +1,115 @@
+"""Configuration of registration training (teacher and student), with YAML presets.
+
+Presets (``medistill train teacher --config NAME``): ``cpu-64`` (feasible on 2 CPU cores),
+``paper-128`` (the papers' 128^3 setting; uses a GPU when one exists) and ``demo`` (minutes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medistill.train import LoopConfig
+
+PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "registration"
+
+
+def presets() -> dict[str, Path]:
+    """Preset name -> YAML file shipped with the package."""
+    return {p.stem: p for p in sorted(PRESET_DIR.glob("*.yaml"))}
+
+
+@dataclass
+class ModelConfig:
+    """Network settings.
+
+    Attributes:
+        ndim: 2 or 3.
+        cascades: number of deformable subnetworks (recursive cascades).
+        affine: an affine stem first.
+        teacher_width: width of the first VTN level (16 in the paper: 28 M parameters per cascade).
+        student_variant: ``"ldr"`` (the paper's light network) or ``"fast"`` (lower CPU latency).
+        architecture: ``"cascade"`` (teacher / student) or ``"voxelmorph"`` (the learned baseline).
+    """
+
+    ndim: int = 3
+    cascades: int = 3
+    affine: bool = True
+    teacher_width: int = 16
+    student_variant: str = "ldr"
+    architecture: str = "cascade"
+
+
+@dataclass
+class DataConfig:
+    """Training pairs.
+
+    Attributes:
+        source: ``"embedded"`` (subjects made from the MNI152 template shipped with nilearn),
+            ``"labelmaps"`` (SynthMorph-style images synthesised from the label maps in ``path``)
+            or ``"images"`` (a folder / CSV / HDF5 of real images at ``path``; random pairs).
+        path: folder, CSV or HDF5 for ``labelmaps`` / ``images``.
+        shape: working grid (64^3 on a CPU, 128^3 in the papers).
+        subjects: embedded subjects to make (``embedded`` only).
+        pairs: size of the fixed training-pair set that the teacher-flow cache covers.
+        augment_disp: bound (voxels) of the random B-spline deformation applied to the moving
+            image of each training pair (0 disables), 5 control points per axis as in RCN.
+        seed: seed of the data.
+    """
+
+    source: str = "embedded"
+    path: str = ""
+    shape: tuple[int, ...] = (64, 64, 64)
+    subjects: int = 16
+    pairs: int = 200
+    augment_disp: float = 4.0
+    seed: int = 0
+
+
+@dataclass
+class LossConfig:
+    """Loss weights (RCN: correlation similarity, smoothness 1, affine det/ortho 0.1 each)."""
+
+    smooth: float = 1.0
+    affine_det: float = 0.1
+    affine_ortho: float = 0.1
+
+
+@dataclass
+class DistillConfig:
+    """How the student learns from the teacher.
+
+    Attributes:
+        mode: ``"none"`` (similarity + smoothness only), ``"l1"`` (plus L1 to the teacher's field)
+            or ``"aldk"`` (adversarial: Wasserstein critic with gradient penalty on fields).
+        teacher: teacher checkpoint (needed for ``l1`` and ``aldk``).
+        cache: folder of the teacher-flow cache (default: ``<out>/flow_cache``).
+        gamma: weight of the reconstruction loss in ``gamma*l_rec + (1-gamma)*l_dis``.
+        beta: mixing of the gradient-penalty point ``phi_hat = beta*phi_t + (1-beta)*phi_s``;
+            a negative value draws beta uniformly in [0, 1] per sample (WGAN-GP).
+        gp_lambda: gradient-penalty weight.
+        critic_every: student updates per critic update (k).
+        critic_lr: critic learning rate.
+        l1_weight: weight of the L1 flow term in ``l1`` mode.
+    """
+
+    mode: str = "none"
+    teacher: str = ""
+    cache: str = ""
+    gamma: float = 0.3
+    beta: float = 0.1
+    gp_lambda: float = 0.1
+    critic_every: int = 2
+    critic_lr: float = 1e-4
+    l1_weight: float = 1.0
+
+
+@dataclass
+class RegistrationConfig:
+    """Everything a registration training run needs; saved inside every checkpoint."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)

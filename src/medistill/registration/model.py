@@ -1,0 +1,82 @@
+"""Building registration networks from a config, and saving / loading them as checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from medistill.errors import InputError
+from medistill.nets import Cascade, VoxelMorph, build_student, build_teacher, count_parameters
+from medistill.registration.config import ModelConfig, RegistrationConfig
+from medistill.train import from_dict, load_checkpoint, save_checkpoint, to_dict
+from medistill.typing import PathLike
+
+ROLES = ("teacher", "student", "voxelmorph")
+TASK = "registration"
+
+
+def build_model(cfg: ModelConfig, role: str) -> Cascade:
+    """The network of ``role``: ``teacher`` (affine stem + VTN cascades), ``student`` (small affine
+    stem + LDR cascades) or ``voxelmorph`` (one VoxelMorph-style U-Net, the learned baseline).
+
+    All return a :class:`~medistill.nets.Cascade`, so they are trained and applied the same way.
+    """
+    if role == "teacher":
+        return build_teacher(cfg.cascades, cfg.ndim, cfg.teacher_width, affine=cfg.affine)
+    if role == "student":
+        return build_student(cfg.cascades, cfg.ndim, cfg.student_variant, affine=cfg.affine)
+    if role == "voxelmorph":
+        return Cascade([VoxelMorph(cfg.ndim)], None)
+    raise InputError(f"model role must be one of {', '.join(ROLES)}, got {role!r}")
+
+
+def size_multiple(role: str) -> int:
+    """Working-grid sizes must be multiples of this (network downsamplings)."""
+    return 64 if role == "teacher" else 16
+
+
+def checkpoint_meta(cfg: RegistrationConfig, role: str, model: nn.Module) -> dict[str, Any]:
+    """What a registration checkpoint stores besides weights."""
+    return {
+        "task": TASK,
+        "role": role,
+        "config": to_dict(cfg),
+        "params": count_parameters(model),
+    }
+
+
+def export_model(state: dict[str, Any], path: PathLike) -> None:
+    """Write a slim inference checkpoint (weights, config, role; no optimizer state)."""
+    slim = {k: v for k, v in state.items() if k not in ("optimizers", "rng")}
+    slim["modules"] = {"model": state["modules"]["model"]}
+    save_checkpoint(path, slim)
+
+
+def load_model(path: PathLike) -> tuple[Cascade, dict[str, Any], RegistrationConfig]:
+    """A registration network from a checkpoint, in eval mode on the CPU.
+
+    Raises:
+        InputError: missing, corrupt or foreign file, another task's checkpoint, or weights that
+            do not fit the network the checkpoint's config describes.
+    """
+    ckpt = load_checkpoint(path, task=TASK)
+    try:
+        cfg = from_dict(RegistrationConfig, ckpt["config"])
+        model = build_model(cfg.model, ckpt["role"])
+        model.load_state_dict(ckpt["modules"]["model"])
+    except (KeyError, RuntimeError, TypeError) as err:
+        first = " ".join(str(err).split())[:160]
+        raise InputError(
+            f"{Path(path)}: checkpoint does not hold a usable network ({first})"
+        ) from err
+    model.eval()
+    return model, ckpt, cfg
+
+
+@torch.inference_mode()
+def predict(model: Cascade, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
+    """The composed displacement ``(B, ndim, *S)`` in voxels for images ``(B, 1, *S)``."""
+    return model(fixed, moving).disp

@@ -1,0 +1,203 @@
+"""Sources of training pairs on a working grid: embedded MNI subjects, images synthesised from
+label maps (SynthMorph-style), or real images. Every pair is a function of a seed, so training
+batches are reproducible and the teacher-flow cache can name a pair by its index.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from medistill.errors import InputError
+from medistill.registration.config import DataConfig
+from medistill.spatial import random_smooth_disp, warp, warp_labels
+
+
+def pair_generator(seed: int, index: int) -> torch.Generator:
+    """The generator that defines fixed training pair ``index`` of a source seeded ``seed``."""
+    return torch.Generator().manual_seed(int(seed) * 7_368_787 + int(index) * 104_723 + 17)
+
+
+class PairSource:
+    """Pairs ``{"fixed", "moving"}`` (1, *S) float32 in [0, 1], plus ``fixed_labels`` and
+    ``moving_labels`` (1, *S) int64 when the source has labels.
+
+    Subclasses implement :meth:`sample`; :meth:`pair` is sample ``index`` of the fixed pair set.
+    """
+
+    shape: tuple[int, ...]
+    has_labels: bool = True
+
+    def __init__(self, seed: int, augment_disp: float) -> None:
+        self.seed = seed
+        self.augment_disp = augment_disp
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def sample(self, generator: torch.Generator) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def pair(self, index: int) -> dict[str, Tensor]:
+        """Fixed training pair ``index`` (the same every time it is asked for)."""
+        return self.sample(pair_generator(self.seed, index))
+
+    def describe(self) -> str:
+        """A text that changes whenever the pairs would change (for the flow-cache key)."""
+        return f"{type(self).__name__}:{self.seed}:{self.augment_disp}:{self.shape}"
+
+    def _augment(self, item: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
+        """Deform the moving image (and labels) by a random cubic B-spline (5 control points)."""
+        if self.augment_disp <= 0:
+            return item
+        disp = random_smooth_disp(
+            self.shape, batch=1, control_points=5, max_disp=self.augment_disp, generator=generator
+        )
+        out = dict(item)
+        out["moving"] = warp(item["moving"][None], disp)[0]
+        if "moving_labels" in item:
+            out["moving_labels"] = warp_labels(item["moving_labels"][None], disp)[0]
+        return out
+
+
+class SubjectPairs(PairSource):
+    """Random ordered pairs of distinct subjects held in memory (images and labels on one grid)."""
+
+    def __init__(
+        self,
+        images: list[Tensor],
+        labels: list[Tensor] | None,
+        *,
+        seed: int = 0,
+        augment_disp: float = 0.0,
+        name: str = "subjects",
+    ) -> None:
+        super().__init__(seed, augment_disp)
+        if len(images) < 2:
+            raise InputError(f"{name}: need at least 2 subjects to make pairs, got {len(images)}")
+        shapes = {tuple(x.shape) for x in images}
+        if len(shapes) != 1:
+            raise InputError(f"{name}: subjects are on different grids {sorted(shapes)}")
+        self.images = images
+        self.labels = labels
+        self.has_labels = labels is not None
+        self.shape = tuple(images[0].shape[1:])
+        self.name = name
+
+    def sample(self, generator: torch.Generator) -> dict[str, Tensor]:
+        n = len(self.images)
+        i = int(torch.randint(n, (1,), generator=generator))
+        j = int(torch.randint(n - 1, (1,), generator=generator))
+        j = j + 1 if j >= i else j
+        item = {"fixed": self.images[i], "moving": self.images[j]}
+        if self.labels is not None:
+            item["fixed_labels"] = self.labels[i]
+            item["moving_labels"] = self.labels[j]
+        return self._augment(item, generator)
+
+    def describe(self) -> str:
+        return f"{super().describe()}:{self.name}:{len(self.images)}"
+
+
+class SynthPairs(PairSource):
+    """SynthMorph-style pairs: two deformed label maps turned into images of random contrast."""
+
+    def __init__(
+        self,
+        label_maps: list[Tensor],
+        *,
+        seed: int = 0,
+        max_disp: float = 4.0,
+        name: str = "labelmaps",
+    ) -> None:
+        from medistill.data.synthesis import SynthPairGenerator, aseg_to_tissue
+
+        super().__init__(seed, max_disp)
+        self.generator = SynthPairGenerator(
+            label_maps, max_disp=max_disp, merge=aseg_to_tissue, distinct=len(label_maps) > 1
+        )
+        self.shape = tuple(label_maps[0].shape[-len(label_maps[0].shape[1:]) :])
+        self.name = name
+        self.count = len(label_maps)
+
+    def sample(self, generator: torch.Generator) -> dict[str, Tensor]:
+        item = self.generator.sample(generator)
+        return {k: item[k] for k in ("fixed", "moving", "fixed_labels", "moving_labels")}
+
+    def describe(self) -> str:
+        return f"{super().describe()}:{self.name}:{self.count}"
+
+
+def _stack_images(subjects, normalize: bool = True) -> tuple[list[Tensor], list[Tensor] | None]:
+    from medistill.io import normalize_percentile
+
+    images, labels = [], []
+    for image, lab in subjects:
+        data = normalize_percentile(image.data) if normalize else image.data
+        images.append(torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))[None])
+        if lab is not None:
+            labels.append(torch.from_numpy(lab.data.astype(np.int64))[None])
+    return images, (labels if len(labels) == len(images) else None)
+
+
+def load_label_maps(folder: str | Path, shape: tuple[int, ...]) -> list[Tensor]:
+    """Label maps of a folder (NIfTI etc.) put on a common working grid around their content.
+
+    Each map is resampled (nearest) onto its own isotropic RAS grid of ``shape`` around its
+    non-zero voxels, so all maps share the grid size and orientation.
+    """
+    from medistill.data import sources_from_folder
+    from medistill.io import WorkingGrid, load
+
+    folder = Path(folder)
+    files = [s.image for s in sources_from_folder(folder)]
+    maps = []
+    for path in files:
+        labels = load(path, is_label=True)
+        grid = WorkingGrid.around(labels, shape)
+        maps.append(torch.from_numpy(grid.resample(labels).data.astype(np.int64))[None])
+    if len(maps) < 2:
+        raise InputError(f"{folder}: need at least 2 label maps, found {len(maps)}")
+    return maps
+
+
+def build_pair_source(cfg: DataConfig, *, split: str = "train") -> PairSource:
+    """The pair source a config asks for (see :class:`~.config.DataConfig`)."""
+    shape = tuple(cfg.shape)
+    if cfg.source == "embedded":
+        from medistill.data.embedded import embedded_subjects
+
+        subjects = embedded_subjects(cfg.subjects, shape=shape, seed=cfg.seed, split=split)
+        images, labels = _stack_images(subjects, normalize=False)
+        return SubjectPairs(
+            images, labels, seed=cfg.seed, augment_disp=cfg.augment_disp, name=f"embedded-{split}"
+        )
+    if cfg.source == "labelmaps":
+        if not cfg.path:
+            raise InputError("data.source 'labelmaps' needs data.path (a folder of label maps)")
+        return SynthPairs(
+            load_label_maps(cfg.path, shape),
+            seed=cfg.seed,
+            max_disp=max(cfg.augment_disp, 1.0),
+            name=str(cfg.path),
+        )
+    if cfg.source == "images":
+        if not cfg.path:
+            raise InputError("data.source 'images' needs data.path (folder, CSV or HDF5)")
+        from medistill.data import VolumeDataset
+
+        dataset = VolumeDataset(cfg.path, shape)
+        images, labels = [], []
+        for k in range(len(dataset)):
+            item = dataset[k]
+            images.append(item["image"])
+            labels.append(item.get("labels"))
+        labs = labels if all(x is not None for x in labels) else None
+        return SubjectPairs(
+            images, labs, seed=cfg.seed, augment_disp=cfg.augment_disp, name=str(cfg.path)
+        )
+    raise InputError(f"data.source must be 'embedded', 'labelmaps' or 'images', got {cfg.source!r}")

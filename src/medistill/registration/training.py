@@ -1,0 +1,201 @@
+"""Training registration networks with the shared loop: the RCN teacher, the LDR student (without
+distillation, with L1 flow distillation, or with ALDK) and the VoxelMorph-style baseline."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medistill.errors import InputError
+from medistill.losses import correlation_loss, flow_l1_loss, smoothness_loss
+from medistill.nets import FieldCritic, affine_det_loss, affine_ortho_loss
+from medistill.registration.aldk import adversarial_student_term, critic_loss
+from medistill.registration.config import RegistrationConfig
+from medistill.registration.flowcache import FlowCache, build_flow_cache
+from medistill.registration.model import (
+    build_model,
+    checkpoint_meta,
+    export_model,
+    load_model,
+    size_multiple,
+)
+from medistill.registration.pairs import PairSource, build_pair_source
+from medistill.train import StepContext, Trainer
+from medistill.typing import PathLike
+
+log = logging.getLogger(__name__)
+DISTILL_MODES = ("none", "l1", "aldk")
+
+
+class RegistrationTask:
+    """The :class:`~medistill.train.TrainTask` of registration.
+
+    Teacher / VoxelMorph: random pairs from the source, loss ``1 - corr + smooth + affine``.
+    Student: the fixed pair set (indices ``0..pairs-1``; from the teacher-flow cache when
+    distilling), loss per ``distill.mode``:
+
+    - ``none``: ``l_rec = 1 - corr + smooth * sum_k smooth(u_k) + affine terms``;
+    - ``l1``: ``l_rec + l1_weight * |phi_s - phi_t|``;
+    - ``aldk``: ``gamma * l_rec + (1 - gamma) * mean((D(phi_s) - D(phi_t))^2)``, and every
+      ``critic_every`` student steps one critic step on the WGAN-GP loss.
+    """
+
+    def __init__(
+        self,
+        cfg: RegistrationConfig,
+        role: str,
+        source: PairSource,
+        cache: FlowCache | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.role = role
+        self.source = source
+        self.cache = cache
+        self.model = build_model(cfg.model, role)
+        self.mode = cfg.distill.mode if role == "student" else "none"
+        self.critic = FieldCritic(cfg.model.ndim) if self.mode == "aldk" else None
+
+    # -- TrainTask
+    def modules(self) -> dict[str, torch.nn.Module]:
+        mods: dict[str, torch.nn.Module] = {"model": self.model}
+        if self.critic is not None:
+            mods["critic"] = self.critic
+        return mods
+
+    def optimizers(self, modules, lr: float) -> dict[str, torch.optim.Optimizer]:
+        opts = {"model": torch.optim.Adam(modules["model"].parameters(), lr=lr)}
+        if "critic" in modules:
+            opts["critic"] = torch.optim.Adam(
+                modules["critic"].parameters(), lr=self.cfg.distill.critic_lr, betas=(0.5, 0.9)
+            )
+        return opts
+
+    def make_batch(self, step: int, rank: int, generator: torch.Generator) -> dict[str, Any]:
+        b = self.cfg.loop.batch_size
+        if self.role == "student":
+            count = len(self.cache) if self.cache is not None else self.cfg.data.pairs
+            idx = torch.randint(count, (b,), generator=generator).tolist()
+            items = [self.cache.get(i) if self.cache else self.source.pair(i) for i in idx]
+        else:
+            items = [self.source.sample(generator) for _ in range(b)]
+        keys = ("fixed", "moving", "teacher_disp")
+        return {k: torch.stack([it[k] for it in items]) for k in keys if k in items[0]}
+
+    def training_step(self, batch: dict[str, Any], step: int, ctx: StepContext) -> dict[str, float]:
+        cfg = self.cfg
+        model, opt = ctx.modules["model"], ctx.optimizers["model"]
+        fixed, moving = batch["fixed"], batch["moving"]
+        with ctx.autocast():
+            out = model(fixed, moving)
+        disp = out.disp.float()
+        l_sim = correlation_loss(fixed, out.warped.float())
+        l_smooth = sum(smoothness_loss(u.float()) for u in out.increments) if out.increments else 0
+        l_rec = l_sim + cfg.loss.smooth * l_smooth
+        logs: dict[str, float] = {"sim": float(l_sim.detach())}
+        if out.affine is not None:
+            a = out.affine[0].float()
+            l_rec = l_rec + cfg.loss.affine_det * affine_det_loss(a)
+            l_rec = l_rec + cfg.loss.affine_ortho * affine_ortho_loss(a)
+        loss = l_rec
+        if self.mode == "l1":
+            l1 = flow_l1_loss(disp, batch["teacher_disp"])
+            loss = l_rec + cfg.distill.l1_weight * l1
+            logs["flow_l1"] = float(l1.detach())
+        elif self.mode == "aldk":
+            critic = ctx.modules["critic"]
+            teacher = batch["teacher_disp"]
+            if step % max(1, cfg.distill.critic_every) == 0:
+                critic.requires_grad_(True)
+                c_opt = ctx.optimizers["critic"]
+                c_opt.zero_grad(set_to_none=True)
+                c_loss, c_logs = critic_loss(
+                    critic, teacher, disp, beta=cfg.distill.beta, gp_lambda=cfg.distill.gp_lambda
+                )
+                ctx.backward(c_loss)
+                c_opt.step()
+                self.last_critic_logs = c_logs
+            logs.update(getattr(self, "last_critic_logs", {}))
+            critic.requires_grad_(False)  # the student step must not move the critic
+            adv = adversarial_student_term(critic, teacher, disp)
+            gamma = cfg.distill.gamma
+            loss = gamma * l_rec + (1 - gamma) * adv
+            logs["adv"] = float(adv.detach())
+        opt.zero_grad(set_to_none=True)
+        ctx.backward(loss)
+        opt.step()
+        logs["loss"] = float(loss.detach())
+        return logs
+
+
+def _check(cfg: RegistrationConfig, role: str) -> None:
+    shape = tuple(cfg.data.shape)
+    if len(shape) != cfg.model.ndim:
+        raise InputError(f"data.shape {shape} does not have model.ndim={cfg.model.ndim} axes")
+    multiple = size_multiple(role)
+    if any(s % multiple for s in shape):
+        raise InputError(
+            f"data.shape {shape}: the {role} needs sizes that are multiples of {multiple}"
+        )
+    if cfg.distill.mode not in DISTILL_MODES:
+        raise InputError(f"distill.mode must be one of {DISTILL_MODES}, got {cfg.distill.mode!r}")
+
+
+def teacher_flow_cache(cfg: RegistrationConfig, source: PairSource, out: Path) -> FlowCache:
+    """Build or reuse the teacher-flow cache of ``cfg.distill.teacher`` over the fixed pair set."""
+    if not cfg.distill.teacher:
+        raise InputError(f"distill.mode {cfg.distill.mode!r} needs distill.teacher (a checkpoint)")
+    teacher, _, tcfg = load_model(cfg.distill.teacher)
+    if tuple(tcfg.data.shape) != tuple(cfg.data.shape):
+        raise InputError(
+            f"teacher was trained on a {tuple(tcfg.data.shape)} grid, student config asks for "
+            f"{tuple(cfg.data.shape)}"
+        )
+    folder = Path(cfg.distill.cache) if cfg.distill.cache else out / "flow_cache"
+    return build_flow_cache(
+        folder,
+        teacher_checkpoint=cfg.distill.teacher,
+        run_teacher=lambda f, m: teacher(f, m).disp,
+        pair=source.pair,
+        pairs=cfg.data.pairs,
+        shape=tuple(cfg.data.shape),
+        source_key=source.describe(),
+        has_labels=source.has_labels,
+        progress=cfg.loop.progress,
+        build=int(os.environ.get("RANK", "0")) == 0,
+    )
+
+
+def train(
+    role: str, cfg: RegistrationConfig, out: PathLike, *, resume: bool = False
+) -> dict[str, Any]:
+    """Train ``role`` (``teacher``, ``student``, ``voxelmorph``) into ``out``.
+
+    Writes ``out/last.pt`` (resumable state), ``out/model.pt`` (slim inference checkpoint),
+    ``out/config.yaml`` and ``out/log.jsonl``. Returns the final state.
+    """
+    from medistill.train import save_config
+
+    out = Path(out)
+    _check(cfg, role)
+    source = build_pair_source(cfg.data)
+    cache = None
+    if role == "student" and cfg.distill.mode in ("l1", "aldk"):
+        cache = teacher_flow_cache(cfg, source, out)
+    task = RegistrationTask(cfg, role, source, cache)
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    if main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    shape = (1, 1, *cfg.data.shape)
+    state = Trainer(cfg.loop, out, resume=resume).fit(
+        task,
+        extra_state=lambda: checkpoint_meta(cfg, role, task.model),
+        example_inputs=lambda: (torch.rand(shape), torch.rand(shape)),
+    )
+    if state and main_process:
+        export_model(state, out / "model.pt")
+    return state
