@@ -38,6 +38,7 @@ def _register_commands() -> None:
     app.command("evaluate")(registration.evaluate)
     app.command("models")(registration.models)
     app.command("demo")(registration.demo)
+    app.command("bench")(registration.bench)
 
 
 _register_commands()

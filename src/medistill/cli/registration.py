@@ -82,6 +82,9 @@ def evaluate(
     labels: Annotated[
         str | None, typer.Option(help="Comma-separated label values to score (default: all).")
     ] = None,
+    affine_only: Annotated[
+        bool, typer.Option(help="Apply only the network's affine stem (the 'affine only' row).")
+    ] = False,
 ) -> None:
     """Evaluate a registration checkpoint on the pairs of a CSV."""
     from medistill.registration.evaluate import evaluate as run
@@ -92,7 +95,7 @@ def evaluate(
             chosen = [int(v) for v in labels.split(",")]
         except ValueError as err:
             raise InputError(f"--labels must be comma-separated integers, got {labels!r}") from err
-    summary = run(model, pairs, out, labels=chosen)
+    summary = run(model, pairs, out, labels=chosen, affine_only=affine_only)
     typer.echo(json.dumps(summary, indent=2))
 
 
@@ -126,3 +129,40 @@ def demo(
             f"{row['model']:18s} Dice {row['dice_mean']:.3f}  folding {row['folding_pct']:.3f} %"
         )
     typer.echo(f"report: {out / 'report.html'} (total {summary['timings_s']['total']:.0f} s)")
+
+
+def bench(
+    sizes: Annotated[str, typer.Option(help="Cubic grid sizes (comma-separated).")] = "64,128",
+    threads: Annotated[int, typer.Option(help="CPU threads for every network.")] = 2,
+    repeats: Annotated[int, typer.Option(help="Timed forward passes per network and size.")] = 3,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write JSON here.")] = None,
+) -> None:
+    """Teacher vs student CPU latency on the same inputs and threads, in one run."""
+    from medistill.nets import VoxelMorph, build_student, build_teacher
+    from medistill.nets.cascade import Cascade
+    from medistill.registration.bench import format_latency, latency_table
+
+    try:
+        grid = [int(s) for s in sizes.split(",")]
+    except ValueError as err:
+        raise InputError(f"--sizes must be comma-separated integers, got {sizes!r}") from err
+    if any(s % 64 for s in grid):
+        raise InputError(f"--sizes must be multiples of 64 (teacher downsampling), got {grid}")
+    reference = "teacher RCN 3 cascades + affine (w16)"
+    models = {
+        reference: build_teacher(3, 3, 16),
+        "teacher RCN 3 cascades + affine (w8)": build_teacher(3, 3, 8),
+        "teacher RCN 1 cascade + affine (w16)": build_teacher(1, 3, 16),
+        "student LDR 1 cascade + affine": build_student(1, 3, "ldr"),
+        "student LDR 3 cascades + affine": build_student(3, 3, "ldr"),
+        "student LDR-fast 1 cascade + affine": build_student(1, 3, "fast"),
+        "student LDR-fast 3 cascades + affine": build_student(3, 3, "fast"),
+        "VoxelMorph-style": Cascade([VoxelMorph(3)]),
+    }
+    table = latency_table(models, grid, threads=threads, repeats=repeats, reference=reference)
+    typer.echo(format_latency(table, reference))
+    if json_out is not None:
+        from medistill.io.atomic import atomic_path
+
+        with atomic_path(json_out) as tmp:
+            tmp.write_text(json.dumps(table, indent=2))

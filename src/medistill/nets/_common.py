@@ -6,13 +6,12 @@ with one-line :class:`~medistill.errors.InputError` messages.
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from medistill.errors import InputError
+from medistill.errors import InputError, check_option  # noqa: F401 (re-exported)
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 _CONV_T = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -35,18 +34,6 @@ def check_widths(cls: str, name: str, widths: Sequence[int], length: int | None)
         need = f"{length} positive ints" if length is not None else "positive ints"
         raise InputError(f"{cls}(): '{name}' must be {need}, got {tuple(widths)!r}")
     return out
-
-
-def check_option(fn: str, name: str, value: object, valid: Iterable[str]) -> str:
-    """Return ``value`` if it is one of ``valid``; otherwise raise with the closest match."""
-    valid = tuple(valid)
-    if isinstance(value, str) and value in valid:
-        return value
-    hint = ""
-    if isinstance(value, str):
-        close = difflib.get_close_matches(value, valid, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise InputError(f"{fn}(): '{name}' must be one of {valid}, got {value!r}{hint}")
 
 
 def conv(ndim: int, *args: object, **kwargs: object) -> nn.Module:

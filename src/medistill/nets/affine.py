@@ -50,16 +50,16 @@ class AffineStem(nn.Module):
 
     Args:
         ndim: 2 or 3 spatial dimensions.
-        in_channels: channels of ``fixed`` plus those of ``moving``.
         base_width: width of the first encoder layer (16 in RCN).
+        in_channels: channels of ``fixed`` plus those of ``moving``.
         head_init_std: standard deviation of the initial head weights.
     """
 
     def __init__(
         self,
         ndim: int = 3,
-        in_channels: int = 2,
         base_width: int = 16,
+        in_channels: int = 2,
         head_init_std: float = 1e-5,
     ) -> None:
         super().__init__()

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from medistill.data import load_subject, read_pairs_csv
 from medistill.errors import InputError
@@ -79,14 +80,20 @@ def evaluate(
     *,
     labels: list[int] | None = None,
     initial: str = "com",
+    affine_only: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on every pair of ``pairs_csv``; writes ``metrics.csv`` and
     ``summary.json`` in ``out`` and returns the summary.
 
     CSV columns: ``fixed``, ``moving``, ``fixed_labels``, ``moving_labels`` (required), optional
     ``fixed_landmarks``, ``moving_landmarks`` (voxel indices on each image's grid).
+    With ``affine_only`` only the network's affine stem is applied (deformable cascades dropped).
     """
     model, ckpt, cfg = load_model(checkpoint)
+    if affine_only:
+        if model.affine is None:
+            raise InputError(f"{checkpoint}: --affine-only needs a network with an affine stem")
+        model.subnets = torch.nn.ModuleList()
     shape = tuple(cfg.data.shape)
     sources, pairs = read_pairs_csv(
         pairs_csv, required=("fixed", "moving", "fixed_labels", "moving_labels")
@@ -114,7 +121,7 @@ def evaluate(
         rows.append(row)
     summary: dict[str, Any] = {
         "checkpoint": str(checkpoint),
-        "role": ckpt.get("role"),
+        "role": ckpt.get("role") + (" (affine stem only)" if affine_only else ""),
         "pairs": len(rows),
         "working_shape": list(shape),
     }

@@ -144,11 +144,18 @@ def _stack_images(subjects, normalize: bool = True) -> tuple[list[Tensor], list[
     return images, (labels if len(labels) == len(images) else None)
 
 
-def load_label_maps(folder: str | Path, shape: tuple[int, ...]) -> list[Tensor]:
+EXTRACEREBRAL_FROM = 500  # FreeSurfer / SynthSeg: labels from 500 on lie outside the brain
+
+
+def load_label_maps(
+    folder: str | Path, shape: tuple[int, ...], *, strip: bool = True
+) -> list[Tensor]:
     """Label maps of a folder (NIfTI etc.) put on a common working grid around their content.
 
-    Each map is resampled (nearest) onto its own isotropic RAS grid of ``shape`` around its
-    non-zero voxels, so all maps share the grid size and orientation.
+    With ``strip``, extra-cerebral labels (>= 500: skull, scalp, ...) become background first, so
+    synthesised images look skull-stripped like the usual registration inputs. Each map is then
+    resampled (nearest) onto its own isotropic RAS grid of ``shape`` around its non-zero voxels,
+    so all maps share the grid size and orientation.
     """
     from medistill.data import sources_from_folder
     from medistill.io import WorkingGrid, load
@@ -158,6 +165,8 @@ def load_label_maps(folder: str | Path, shape: tuple[int, ...]) -> list[Tensor]:
     maps = []
     for path in files:
         labels = load(path, is_label=True)
+        if strip:
+            labels = labels.with_data(np.where(labels.data >= EXTRACEREBRAL_FROM, 0, labels.data))
         grid = WorkingGrid.around(labels, shape)
         maps.append(torch.from_numpy(grid.resample(labels).data.astype(np.int64))[None])
     if len(maps) < 2:

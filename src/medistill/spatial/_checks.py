@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 import torch
 from torch import Tensor
 
-from medistill.errors import InputError
+from medistill.errors import InputError, check_option  # noqa: F401 (re-exported)
 
 
 def check_tensor(fn: str, name: str, value: object, dims: Iterable[int] = (4, 5)) -> Tensor:
@@ -36,19 +35,6 @@ def check_field(fn: str, name: str, value: object, ndim: int | None = None) -> T
     if not field.is_floating_point():
         raise InputError(f"{fn}(): '{name}' must be floating point, got {field.dtype}")
     return field
-
-
-def check_option(fn: str, name: str, value: object, valid: Iterable[str]) -> str:
-    """Raise unless ``value`` is one of ``valid``; the message lists them and the closest match."""
-    valid = tuple(valid)
-    if isinstance(value, str) and value in valid:
-        return value
-    hint = ""
-    if isinstance(value, str):
-        close = difflib.get_close_matches(value, valid, n=1)
-        if close:
-            hint = f" (did you mean {close[0]!r}?)"
-    raise InputError(f"{fn}(): '{name}' must be one of {valid}, got {value!r}{hint}")
 
 
 def broadcast_batch(fn: str, names: tuple[str, str], a: Tensor, b: Tensor) -> int:

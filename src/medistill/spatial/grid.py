@@ -12,6 +12,7 @@ Frames used in :mod:`medistill.spatial`:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -19,7 +20,7 @@ from torch import Tensor
 
 from medistill.errors import InputError
 
-__all__ = ["identity_grid", "normalized_to_voxel", "voxel_to_normalized"]
+__all__ = ["identity_grid", "normalized_identity", "normalized_to_voxel", "voxel_to_normalized"]
 
 
 def _check_shape(fn: str, shape: Sequence[int]) -> tuple[int, ...]:
@@ -117,3 +118,26 @@ def normalized_to_voxel(coords: Tensor, shape: Sequence[int]) -> Tensor:
         )
     half = _half_extent(sizes, coords)
     return (coords.flip(-1) + 1.0) * half
+
+
+@functools.lru_cache(maxsize=16)
+def normalized_identity(
+    shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """Cached ``grid_sample`` coordinates of the identity, channel-first, and the voxel scale.
+
+    Returns:
+        ``base`` ``(1, ndim, *shape)``: normalised coordinates of every voxel centre with the
+        components in reversed order (channel 0 = last spatial axis), and ``scale``
+        ``(1, ndim, 1, ..)``: normalised units per voxel for those components, so that
+        ``torch.addcmul(base, disp.flip(1), scale)`` are the normalised coordinates of
+        ``x + disp(x)``. Built outside inference mode so that autograd may use them later.
+    """
+    sizes = _check_shape("normalized_identity", shape)
+    with torch.inference_mode(False), torch.no_grad():
+        grid = identity_grid(sizes, dtype=dtype, device=device)
+        half = torch.tensor([max(s - 1, 1) / 2.0 for s in sizes], dtype=dtype, device=device)
+        half = half.flip(0).view(1, len(sizes), *([1] * len(sizes)))
+        base = (grid.flip(0).unsqueeze(0) / half - 1.0).contiguous()
+        scale = 1.0 / half
+    return base, scale

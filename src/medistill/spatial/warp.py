@@ -23,7 +23,7 @@ from medistill.spatial._checks import (
     check_tensor,
     floating_dtype,
 )
-from medistill.spatial.grid import identity_grid, voxel_to_normalized
+from medistill.spatial.grid import identity_grid, normalized_identity, voxel_to_normalized
 
 __all__ = [
     "MODES",
@@ -43,7 +43,12 @@ _GRID_SAMPLE_MODE = {"linear": "bilinear", "nearest": "nearest"}
 
 
 def resample(
-    image: Tensor, coords: Tensor, *, mode: str = "linear", padding: str = "border"
+    image: Tensor,
+    coords: Tensor,
+    *,
+    mode: str = "linear",
+    padding: str = "border",
+    normalized: bool = False,
 ) -> Tensor:
     """Sample an image at arbitrary voxel coordinates.
 
@@ -55,6 +60,8 @@ def resample(
             two is 1 (broadcast).
         mode: ``"linear"`` or ``"nearest"``.
         padding: ``"border"``, ``"zeros"`` or ``"reflection"``.
+        normalized: ``coords`` are already ``grid_sample`` coordinates (reversed component order,
+            ``align_corners=True``), channel-first; used by :func:`warp` to skip a conversion.
 
     Returns:
         ``(max(B, B'), C, *T)`` sampled values, in the promoted floating dtype of ``image`` and
@@ -85,7 +92,10 @@ def resample(
         img = img.expand(batch, *img.shape[1:])
     if crd.shape[0] != batch:
         crd = crd.expand(batch, *crd.shape[1:])
-    grid = voxel_to_normalized(crd.movedim(1, -1), image.shape[2:])
+    if normalized:
+        grid = crd.movedim(1, -1)
+    else:
+        grid = voxel_to_normalized(crd.movedim(1, -1), image.shape[2:])
     out = F.grid_sample(
         img, grid, mode=_GRID_SAMPLE_MODE[mode], padding_mode=padding, align_corners=True
     )
@@ -141,8 +151,11 @@ def warp(image: Tensor, disp: Tensor, mode: str = "linear", padding: str = "bord
     _check_pair("warp", image, disp)
     mode = check_option("warp", "mode", mode, MODES)
     padding = check_option("warp", "padding", padding, PADDINGS)
-    coords = identity_grid(disp.shape[2:], dtype=disp.dtype, device=disp.device) + disp
-    return resample(image, coords, mode=mode, padding=padding)
+    # grid_sample coordinates in one fused pass: normalised identity (cached) + scaled disp
+    dtype = floating_dtype(image.dtype, disp.dtype)
+    base, scale = normalized_identity(tuple(disp.shape[2:]), dtype, disp.device)
+    coords = torch.addcmul(base, disp.to(dtype).flip(1), scale)
+    return resample(image, coords, mode=mode, padding=padding, normalized=True)
 
 
 def _label_values(fn: str, labels: Tensor, values: Sequence[float] | Tensor | None) -> Tensor:

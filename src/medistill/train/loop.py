@@ -197,7 +197,7 @@ def choose_cpu_speedups(
                 model.zero_grad(set_to_none=True)
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=prec == "bf16-mixed"):
                     out = model(*inputs)
-                    out = out["disp"] if isinstance(out, dict) else out
+                    out = getattr(out, "disp", out)
                 out.float().square().mean().backward()
 
             timings[f"{prec}/{'channels_last' if layout else 'contiguous'}"] = _time_steps(step)
@@ -246,8 +246,16 @@ class Trainer:
             raise InputError(f"steps must be >= 1, got {cfg.steps}")
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
+        was_deterministic = torch.are_deterministic_algorithms_enabled()
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            return self._fit(task, extra_state, example_inputs)
+        finally:
+            torch.use_deterministic_algorithms(was_deterministic)
+
+    def _fit(self, task, extra_state, example_inputs) -> dict[str, Any]:
+        cfg = self.cfg
         torch.manual_seed(cfg.seed)
         resume_state = None
         if self.resume:

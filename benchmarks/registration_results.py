@@ -1,0 +1,189 @@
+"""Registration results on real brains (docs/RESULTS.md): train at 64^3 on SynthMorph-style pairs
+synthesised from the 20 label maps of ../shared/data/labelmaps, evaluate on every ordered pair of the
+real subjects in ../shared/data/brain3d, and time every network at 64^3 and 128^3 in one run.
+
+Usage (from the repository root, background; about an hour on 2 CPU cores):
+
+    python benchmarks/registration_results.py --out runs/results [--scale 1.0]
+
+Every training and evaluation is a ``medistill`` command, printed and stored in the results table.
+Skips with a message when ../shared/data is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = (ROOT / ".." / "shared" / "data").resolve()
+# FreeSurfer-conformed volumes (the VoxelMorph subject) are LIA with 1 mm voxels
+LIA = np.array([[-1.0, 0, 0, 80], [0, 0, 1, -112], [0, -1, 0, 96], [0, 0, 0, 1]])
+
+
+def prepare_eval(folder: Path) -> Path:
+    """Real subjects as NIfTI with 2-class tissue labels (OASIS scheme) and a CSV of all pairs.
+
+    The OASIS tissue maps are put on their image's grid through their own header; the VoxelMorph
+    subject's aseg is mapped to CSF/GM/WM and then to the OASIS scheme (1: CSF+GM, 2: WM).
+    """
+    from medistill.data import aseg_to_tissue, tissue_to_oasis
+    from medistill.io import Image, check_same_grid, load, save
+
+    folder.mkdir(parents=True, exist_ok=True)
+    brain = SHARED / "brain3d"
+    names = []
+    for s in ("A", "B"):
+        image = load(brain / f"oasis_{s}.nii.gz")
+        labels = check_same_grid(image, load(brain / f"oasis_{s}_tissue.nii.gz", is_label=True))
+        save(image, folder / f"oasis_{s}.nii.gz")
+        save(labels, folder / f"oasis_{s}_seg.nii.gz")
+        names.append(f"oasis_{s}")
+    vol = load(brain / "vxm_subject.npz")
+    seg = load(brain / "vxm_subject.npz", key="seg")
+    save(Image(vol.data, LIA), folder / "vxm.nii.gz")
+    oasis = tissue_to_oasis(aseg_to_tissue(seg.data))
+    save(Image(np.asarray(oasis).astype(np.int32), LIA, is_label=True), folder / "vxm_seg.nii.gz")
+    names.append("vxm")
+    lines = ["fixed,moving,fixed_labels,moving_labels"]
+    for f in names:
+        for m in names:
+            if f != m:
+                lines.append(f"{f}.nii.gz,{m}.nii.gz,{f}_seg.nii.gz,{m}_seg.nii.gz")
+    (folder / "pairs.csv").write_text("\n".join(lines) + "\n")
+    return folder / "pairs.csv"
+
+
+def medistill(*args: str, log: list[str]) -> None:
+    cmd = ["medistill", *args]
+    text = " ".join(shlex.quote(a) for a in cmd)
+    print(f"$ {text}", flush=True)
+    log.append(text)
+    subprocess.run([sys.executable, "-m", "medistill.cli.main", *args], check=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "results")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count")
+    parser.add_argument("--only", nargs="*", default=None, help="run only these rows")
+    args = parser.parse_args()
+    if not SHARED.is_dir():
+        print(f"skipped: real data not found at {SHARED}")
+        return 0
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    pairs = prepare_eval(out / "eval_data")
+    labelmaps = SHARED / "labelmaps"
+    common = ["--config", "cpu-64", "--set", "data.source=labelmaps",
+              "--set", f"data.path={labelmaps}", "--set", "loop.progress=false"]
+
+    def steps(n: int) -> list[str]:
+        k = max(2, int(n * args.scale))
+        return ["--set", f"loop.steps={k}", "--set", f"loop.lr_decay_steps=[{int(k * 0.7)}]"]
+
+    teacher3 = out / "teacher3" / "model.pt"
+    runs = {
+        "teacher 1 cascade": ("teacher", ["--set", "model.cascades=1", *steps(800)]),
+        "teacher 3 cascades": ("teacher", ["--set", "model.cascades=3", *steps(500)]),
+        "student 1 cascade, no distillation": (
+            "student", ["--set", "model.cascades=1", "--set", "distill.mode=none", *steps(800)]),
+        "student 1 cascade + L1 distillation": (
+            "student", ["--set", "model.cascades=1", "--set", "distill.mode=l1", *steps(800)]),
+        "student 1 cascade + ALDK": (
+            "student", ["--set", "model.cascades=1", "--set", "distill.mode=aldk", *steps(800)]),
+        "student 2 cascades + ALDK": (
+            "student", ["--set", "model.cascades=2", "--set", "distill.mode=aldk", *steps(800)]),
+        "student 3 cascades + ALDK": (
+            "student", ["--set", "model.cascades=3", "--set", "distill.mode=aldk", *steps(800)]),
+        "VoxelMorph-style": ("voxelmorph", ["--set", "model.cascades=1", *steps(500)]),
+    }
+    folders = {
+        "teacher 1 cascade": "teacher1", "teacher 3 cascades": "teacher3",
+        "student 1 cascade, no distillation": "student1_none",
+        "student 1 cascade + L1 distillation": "student1_l1",
+        "student 1 cascade + ALDK": "student1_aldk", "student 2 cascades + ALDK": "student2_aldk",
+        "student 3 cascades + ALDK": "student3_aldk", "VoxelMorph-style": "voxelmorph",
+    }
+    results = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
+    for name, (role, extra) in runs.items():
+        if args.only and name not in args.only:
+            continue
+        run = out / folders[name]
+        log: list[str] = []
+        t0 = time.perf_counter()
+        distill = []
+        if role == "student":
+            distill = ["--set", f"distill.teacher={teacher3}",
+                       "--set", f"distill.cache={out / 'flow_cache'}"]
+        if not (run / "model.pt").exists():
+            resume = ["--resume"] if (run / "last.pt").exists() else []
+            medistill("train", role, "--out", str(run), *common, *extra, *distill, *resume, log=log)
+        medistill("evaluate", "--model", str(run / "model.pt"), "--pairs", str(pairs),
+                  "--out", str(run / "eval"), log=log)
+        summary = json.loads((run / "eval" / "summary.json").read_text())
+        results[name] = {"summary": summary, "commands": log, "folder": folders[name],
+                         "wall_s": time.perf_counter() - t0}
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+    if not args.only or "affine only" in args.only:
+        log = []
+        medistill("evaluate", "--model", str(teacher3), "--pairs", str(pairs), "--affine-only",
+                  "--out", str(out / "affine_only"), log=log)
+        results["affine only (teacher 3 cascades' stem)"] = {
+            "summary": json.loads((out / "affine_only" / "summary.json").read_text()),
+            "commands": log, "folder": "teacher3",
+        }
+    latency(out, results, folders)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    write_table(out, results)
+    return 0
+
+
+def latency(out: Path, results: dict, folders: dict) -> None:
+    """CPU seconds per forward pass of every trained network at 64^3 and 128^3, one run."""
+    import torch
+
+    from medistill.registration.bench import latency_table
+    from medistill.registration.model import load_model
+
+    models = {}
+    for name, entry in results.items():
+        path = out / entry["folder"] / "model.pt"
+        model = load_model(path)[0]
+        if name.startswith("affine only"):
+            model.subnets = torch.nn.ModuleList()
+        models[name] = model
+    ref = "teacher 3 cascades"
+    table = latency_table(models, [64, 128], threads=2, repeats=3,
+                          reference=ref if ref in models else None)
+    for name, row in table.items():
+        results[name]["latency"] = {str(k): v for k, v in row.items()}
+
+
+def write_table(out: Path, results: dict) -> None:
+    cols = "| model | Dice | HD95 (mm) | folding % | SDlogJ | s/pair 64^3 | s/pair 128^3 | x faster (128^3) | params |"
+    lines = [cols, "|" + "---|" * 9]
+    for name, entry in results.items():
+        s = entry["summary"]
+        lat = entry.get("latency", {})
+        t64 = lat.get("64", {}).get("median_s", float("nan"))
+        t128 = lat.get("128", {}).get("median_s", float("nan"))
+        speed = lat.get("128", {}).get("speedup", float("nan"))
+        lines.append(
+            f"| {name} | {s['dice_mean']:.3f} +- {s.get('dice_sd', 0):.3f} | {s['hd95_mean']:.2f} | "
+            f"{s['folding_pct']:.3f} | {s['sdlogj']:.3f} | {t64:.3f} | {t128:.3f} | {speed:.1f} | "
+            f"{s['params'] / 1e6:.2f} M |"
+        )
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
