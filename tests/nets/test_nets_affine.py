@@ -77,6 +77,13 @@ def test_affine_stem_field_is_the_affine_map_about_the_centre(size):
     assert (a - torch.eye(nd)).abs().max() > 0  # not stuck at the identity
 
 
+def test_affine_stem_size():
+    from medistill.nets import VTNEncoder, count_parameters
+
+    heads = 512 * 8 * (9 + 3)  # two bias-free 2x2x2 convolutions over 512 channels
+    assert count_parameters(AffineStem(3)) == count_parameters(VTNEncoder(3)) + heads
+
+
 def test_affine_stem_at_128_uses_the_2x2_grid_without_pooling():
     stem = AffineStem(ndim=2, base_width=1)
     seen = []
