@@ -1,0 +1,37 @@
+"""Training runs under torchrun with DDP on the CPU (gloo): two processes, one checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from medistill.train import load_checkpoint
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(tmp_path):
+    cfg = tmp_path / "ddp.yaml"
+    cfg.write_text(
+        "preset: demo\n"
+        "model: {cascades: 1, student_variant: fast}\n"
+        "data: {subjects: 3, pairs: 4}\n"
+        "loop: {steps: 2, checkpoint_every: 2, log_every: 1, progress: false}\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "medistill.cli.main", "train", "student", "--config", str(cfg),
+         "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, encoding="utf-8", env=env, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Starting with 2 processes" in done.stdout + done.stderr
+    assert done.stdout.count("trained student") == 1  # only rank 0 reports
+    state = load_checkpoint(tmp_path / "run" / "last.pt", task="registration")
+    assert state["step"] == 2 and len(state["rng"]["torch"]) == 2
+    lines = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [1, 2]
