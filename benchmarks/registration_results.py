@@ -126,16 +126,20 @@ def main() -> int:
         if not (run / "model.pt").exists():
             resume = ["--resume"] if (run / "last.pt").exists() else []
             medistill("train", role, "--out", str(run), *common, *extra, *distill, *resume, log=log)
-        medistill("evaluate", "--model", str(run / "model.pt"), "--pairs", str(pairs),
-                  "--out", str(run / "eval"), log=log)
+        if not (run / "eval" / "summary.json").exists():
+            medistill("evaluate", "--model", str(run / "model.pt"), "--pairs", str(pairs),
+                      "--out", str(run / "eval"), log=log)
         summary = json.loads((run / "eval" / "summary.json").read_text())
-        results[name] = {"summary": summary, "commands": log, "folder": folders[name],
-                         "wall_s": time.perf_counter() - t0}
+        previous = results.get(name, {})
+        results[name] = {"summary": summary, "commands": log or previous.get("commands", []),
+                         "folder": folders[name],
+                         "wall_s": previous.get("wall_s", 0.0) + time.perf_counter() - t0}
         (out / "results.json").write_text(json.dumps(results, indent=2))
     if not args.only or "affine only" in args.only:
         log = []
-        medistill("evaluate", "--model", str(teacher3), "--pairs", str(pairs), "--affine-only",
-                  "--out", str(out / "affine_only"), log=log)
+        if not (out / "affine_only" / "summary.json").exists():
+            medistill("evaluate", "--model", str(teacher3), "--pairs", str(pairs),
+                      "--affine-only", "--out", str(out / "affine_only"), log=log)
         results["affine only (teacher 3 cascades' stem)"] = {
             "summary": json.loads((out / "affine_only" / "summary.json").read_text()),
             "commands": log, "folder": "teacher3",

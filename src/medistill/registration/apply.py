@@ -24,7 +24,12 @@ from scipy import ndimage
 from medistill.errors import InputError
 from medistill.io import Image, WorkingGrid, normalize_percentile, resample_array, save, save_nifti
 from medistill.nets import Cascade
-from medistill.spatial import itk_displacement_nifti, jacobian_det, resample_disp_between_grids
+from medistill.spatial import (
+    itk_displacement_nifti,
+    jacobian_det,
+    resample,
+    resample_disp_between_grids,
+)
 from medistill.typing import PathLike
 
 
@@ -100,6 +105,20 @@ def centre_of_mass_mm(image: Image) -> np.ndarray:
     return image.index_to_world(com[None])[0]
 
 
+def moving_coordinates(fixed: Image, moving: Image, disp_voxel: np.ndarray) -> np.ndarray:
+    """Voxel coordinates in ``moving`` (float32, ``(ndim, *fixed.shape)``) of every fixed voxel
+    ``y`` displaced by ``disp_voxel(y)`` (fixed-grid voxels), through world space."""
+    ndim = fixed.ndim
+    # one affine: fixed voxel -> world -> moving voxel, applied to y + u(y)
+    m = np.linalg.inv(moving.affine) @ fixed.affine
+    lin, off = m[:ndim, :ndim], m[:ndim, 3]
+    idx = np.indices(fixed.shape, dtype=np.float32)
+    idx += disp_voxel.astype(np.float32)
+    out = np.tensordot(lin.astype(np.float32), idx, axes=1)
+    out += off.astype(np.float32).reshape((ndim,) + (1,) * ndim)
+    return out
+
+
 def register_images(
     model: Cascade,
     fixed: Image,
@@ -154,27 +173,23 @@ def register_images(
     lin = fixed.affine[:ndim, :ndim]
     t_vox = np.linalg.solve(lin, t[:ndim])
     disp_f += t_vox.reshape((ndim,) + (1,) * ndim)
-    jac = jacobian_det(torch.from_numpy(disp_f)[None])[0, 0].numpy()
-    # moving voxel coordinates of every fixed voxel
-    idx = np.indices(fixed.shape, dtype=np.float64)
-    world = np.tensordot(fixed.affine[:3, :ndim], idx + disp_f, axes=1)
-    world += fixed.affine[:3, 3].reshape((3,) + (1,) * ndim)
-    inv = np.linalg.inv(moving.affine)
-    coords = np.tensordot(inv[:ndim, :3], world, axes=1) + inv[:ndim, 3].reshape(
-        (ndim,) + (1,) * ndim
-    )
+    jac = jacobian_det(torch.from_numpy(disp_f.astype(np.float32))[None])[0, 0].numpy()
+    coords = moving_coordinates(fixed, moving, disp_f)
     # edge voxels extend half a voxel; farther outside the moving image is background (0)
     outside = np.zeros(fixed.shape, dtype=bool)
     for axis in range(ndim):
         outside |= (coords[axis] < -0.5) | (coords[axis] > moving.shape[axis] - 0.5)
-    warped = ndimage.map_coordinates(moving.data, coords, order=1, mode="nearest")
+    crd = torch.from_numpy(coords)[None]
+    img = torch.from_numpy(np.ascontiguousarray(moving.data, dtype=np.float32))[None, None]
+    warped = resample(img, crd, mode="linear", padding="border")[0, 0].numpy()
     warped[outside] = 0
-    warped_img = Image(warped.astype(np.float32), fixed.affine.copy(), False, "warped")
+    warped_img = Image(warped, fixed.affine.copy(), False, "warped")
     warped_labels = None
     if moving_labels is not None:
-        lab = ndimage.map_coordinates(moving_labels.data, coords, order=0, mode="nearest")
+        lab = torch.from_numpy(moving_labels.data.astype(np.int32))[None, None]
+        lab = resample(lab, crd, mode="nearest", padding="border")[0, 0].numpy()
         lab[outside] = 0
-        warped_labels = Image(lab.astype(np.int32), fixed.affine.copy(), True, "warped_labels")
+        warped_labels = Image(lab, fixed.affine.copy(), True, "warped_labels")
     return Registration(
         fixed=fixed,
         disp_voxel=disp_f,
