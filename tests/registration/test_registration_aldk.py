@@ -63,3 +63,14 @@ def test_gradient_penalty_is_differentiable_in_critic_weights():
     random_beta = interpolate_fields(torch.zeros(4, 3, 2, 2, 2), torch.ones(4, 3, 2, 2, 2), -1.0)
     per_sample = random_beta.flatten(1)
     assert torch.all(per_sample == per_sample[:, :1])  # one beta per sample
+
+
+def test_coarse_field_keeps_displacement_in_coarse_voxels():
+    from medistill.registration.aldk import coarse_field
+
+    disp = torch.zeros(1, 3, 8, 8, 8)
+    disp[:, 0] = 4.0  # 4 fine voxels = 2 coarse voxels
+    coarse = coarse_field(disp, 2)
+    assert coarse.shape == (1, 3, 4, 4, 4)
+    assert torch.allclose(coarse[:, 0], torch.full((1, 4, 4, 4), 2.0))
+    assert coarse_field(disp, 1) is disp

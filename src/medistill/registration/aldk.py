@@ -11,7 +11,20 @@ are differentiable and the critic is optimised.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+
+
+def coarse_field(disp: Tensor, factor: int) -> Tensor:
+    """A field ``(B, ndim, *S)`` averaged over ``factor``-voxel blocks, in coarse-grid voxels.
+
+    The critic sees fields at this resolution (``factor`` 1 keeps them as they are): its cost
+    falls by ``factor ** ndim`` while the shape of the deformation is kept.
+    """
+    if factor <= 1:
+        return disp
+    pool = F.avg_pool3d if disp.dim() == 5 else F.avg_pool2d
+    return pool(disp, factor) / factor
 
 
 def interpolate_fields(

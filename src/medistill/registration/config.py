@@ -89,6 +89,8 @@ class DistillConfig:
             a negative value draws beta uniformly in [0, 1] per sample (WGAN-GP).
         gp_lambda: gradient-penalty weight.
         critic_every: student updates per critic update (k).
+        critic_downsample: the critic sees fields averaged over blocks of this many voxels per
+            axis (in coarse voxels), which makes ALDK affordable on a CPU; 1 = full resolution.
         critic_lr: critic learning rate.
         l1_weight: weight of the L1 flow term in ``l1`` mode.
     """
@@ -100,6 +102,7 @@ class DistillConfig:
     beta: float = 0.1
     gp_lambda: float = 0.1
     critic_every: int = 2
+    critic_downsample: int = 2
     critic_lr: float = 1e-4
     l1_weight: float = 1.0
 

@@ -13,7 +13,7 @@ import torch
 from medistill.errors import InputError
 from medistill.losses import correlation_loss, flow_l1_loss, smoothness_loss
 from medistill.nets import FieldCritic, affine_det_loss, affine_ortho_loss
-from medistill.registration.aldk import adversarial_student_term, critic_loss
+from medistill.registration.aldk import adversarial_student_term, coarse_field, critic_loss
 from medistill.registration.config import RegistrationConfig
 from medistill.registration.flowcache import FlowCache, build_flow_cache
 from medistill.registration.model import (
@@ -107,20 +107,22 @@ class RegistrationTask:
             logs["flow_l1"] = float(l1.detach())
         elif self.mode == "aldk":
             critic = ctx.modules["critic"]
-            teacher = batch["teacher_disp"]
+            factor = cfg.distill.critic_downsample
+            teacher = coarse_field(batch["teacher_disp"], factor)
+            student = coarse_field(disp, factor)
             if step % max(1, cfg.distill.critic_every) == 0:
                 critic.requires_grad_(True)
                 c_opt = ctx.optimizers["critic"]
                 c_opt.zero_grad(set_to_none=True)
                 c_loss, c_logs = critic_loss(
-                    critic, teacher, disp, beta=cfg.distill.beta, gp_lambda=cfg.distill.gp_lambda
+                    critic, teacher, student, beta=cfg.distill.beta, gp_lambda=cfg.distill.gp_lambda
                 )
                 ctx.backward(c_loss)
                 c_opt.step()
                 self.last_critic_logs = c_logs
             logs.update(getattr(self, "last_critic_logs", {}))
             critic.requires_grad_(False)  # the student step must not move the critic
-            adv = adversarial_student_term(critic, teacher, disp)
+            adv = adversarial_student_term(critic, teacher, student)
             gamma = cfg.distill.gamma
             loss = gamma * l_rec + (1 - gamma) * adv
             logs["adv"] = float(adv.detach())
