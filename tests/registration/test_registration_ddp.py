@@ -23,10 +23,26 @@ def test_torchrun_two_processes(tmp_path):
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "medistill.cli.main", "train", "student", "--config", str(cfg),
-         "--out", str(tmp_path / "run")],
-        capture_output=True, text=True, encoding="utf-8", env=env, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "medistill.cli.main",
+            "train",
+            "student",
+            "--config",
+            str(cfg),
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=env,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Starting with 2 processes" in done.stdout + done.stderr

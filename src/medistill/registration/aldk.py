@@ -46,7 +46,9 @@ def gradient_penalty(critic: nn.Module, points: Tensor) -> Tensor:
     critic's weights.
     """
     points = points.detach().requires_grad_(True)
-    scores = critic(points)
+    # the bare module: a wrapper's backward hooks (Lightning Fabric) must not see this inner
+    # autograd.grad call; the parameters, and so their gradients, are the same
+    scores = getattr(critic, "module", critic)(points)
     (grad,) = torch.autograd.grad(scores.sum(), points, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - 1).square().mean()
 
