@@ -215,6 +215,24 @@ def test_bad_input_exit_2(runs, capsys, tmp_path, case):
             f"{tmp_path / 'lm.txt'},{tmp_path / 'lm.txt'}\n"
         )
         args = ["evaluate", "--model", model, "--pairs", csv, "--out", tmp_path / "o"]
+    elif case == "mismatched_grids":
+        labels = tmp_path / "other_seg.nii.gz"
+        data = np.zeros((30, 30, 30), np.int32)
+        data[10:20, 10:20, 10:20] = 1
+        save(Image(data, np.diag([2.0, 2.0, 2.0, 1.0]), is_label=True), labels)
+        args = [
+            "register",
+            "--model",
+            model,
+            "--fixed",
+            fixed,
+            "--moving",
+            moving,
+            "--moving-labels",
+            labels,
+            "--out",
+            tmp_path,
+        ]
     else:
         flat = tmp_path / "flat.nii.gz"
         save(Image(np.random.rand(40, 40).astype(np.float32)), flat)
