@@ -168,7 +168,15 @@ def _bad_csv(tmp_path, pairs):
 
 @pytest.mark.parametrize(
     "case",
-    ["csv_columns", "corrupt_ckpt", "foreign_ckpt", "missing_labels", "landmarks_outside", "dims"],
+    [
+        "csv_columns",
+        "corrupt_ckpt",
+        "foreign_ckpt",
+        "missing_labels",
+        "landmarks_outside",
+        "dims",
+        "mismatched_grids",
+    ],
 )
 def test_bad_input_exit_2(runs, capsys, tmp_path, case):
     root, pairs = runs
