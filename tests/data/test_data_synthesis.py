@@ -242,6 +242,16 @@ def test_pair_images_follow_their_deformed_labels():
         assert torch.allclose(s[name], expected, atol=1e-6)
 
 
+def test_pair_generator_shared_contrast():
+    lab = blocks((16, 8, 8), values=(0, 5, 17, 40))[0]
+    for shared in (True, False):
+        gen = SynthPairGenerator([lab], max_disp=0.0, synth_kwargs=PLAIN, shared_contrast=shared)
+        s = gen.sample(torch.Generator().manual_seed(3))
+        # same labels (no deformation): equal images iff both got the same contrast
+        assert torch.equal(s["fixed_labels"], s["moving_labels"])
+        assert torch.allclose(s["fixed"], s["moving"], atol=1e-6) == shared
+
+
 def test_pair_generator_deterministic_merge_and_iteration():
     maps = [ball_labels(), torch.flip(ball_labels(), dims=(2,))]
     merge = {2: 1, 3: 1, 4: 2}

@@ -545,6 +545,10 @@ class SynthPairGenerator(torch.utils.data.IterableDataset):
         synth_from_merged: synthesise the images from the merged labels.
         distinct: never pair a map with itself (needs two maps or more).
         synth_kwargs: keyword arguments for :func:`synth_image_from_labels`.
+        shared_contrast: give both images of a pair the same random mean intensity per label
+            (blur, bias, noise and gamma stay independent), so that intensity similarity losses
+            such as correlation are meaningful; ``False`` (SynthMorph) draws each image's
+            contrast independently, which suits label-based losses.
         seed: seed of the generator used by iteration.
         length: number of samples per iteration (``None``: endless).
         device: where samples are generated (default: the device of the first tensor, else CPU).
@@ -561,11 +565,13 @@ class SynthPairGenerator(torch.utils.data.IterableDataset):
         synth_from_merged: bool = False,
         distinct: bool = False,
         synth_kwargs: Mapping[str, Any] | None = None,
+        shared_contrast: bool = False,
         seed: int = 0,
         length: int | None = None,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
+        self.shared_contrast = bool(shared_contrast)
         if len(label_maps) == 0:
             raise InputError("SynthPairGenerator(): 'label_maps' is empty, need at least one")
         maps = [_as_label_tensor(m, i) for i, m in enumerate(label_maps)]
@@ -662,13 +668,20 @@ class SynthPairGenerator(torch.utils.data.IterableDataset):
         else:
             j = int(torch.randint(n, (1,), generator=generator, device=draw))
         out: dict[str, Tensor] = {}
-        for name, index in (("fixed", i), ("moving", j)):
-            labels = self._deform(self.maps[index], generator)
+        kwargs = dict(self.synth_kwargs)
+        deformed = [self._deform(self.maps[k], generator) for k in (i, j)]
+        if self.shared_contrast:
+            sources = [self._merge(x) if self.synth_from_merged else x for x in deformed]
+            values = torch.unique(torch.cat([x.flatten() for x in sources])).tolist()
+            lo, hi = kwargs.get("mean_range", (0.0, 1.0))
+            draws = torch.rand(len(values), generator=generator, device=draw).tolist()
+            kwargs["means"] = {
+                int(v): lo + (hi - lo) * u for v, u in zip(values, draws, strict=True)
+            }
+        for name, labels in (("fixed", deformed[0]), ("moving", deformed[1])):
             merged = self._merge(labels)
             source = merged if self.synth_from_merged else labels
-            image = synth_image_from_labels(
-                source.unsqueeze(0), generator=generator, **self.synth_kwargs
-            )
+            image = synth_image_from_labels(source.unsqueeze(0), generator=generator, **kwargs)
             out[name] = image[0]
             out[f"{name}_labels"] = merged
         return out

@@ -40,6 +40,8 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
         return float(value)
     if kind is int and isinstance(value, bool):
         raise InputError(f"config: {where} must be an integer, got {value!r}")
+    if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # e.g. precision: 32 written without quotes
     if kind in (int, str, bool) and not isinstance(value, kind):
         if kind is int and isinstance(value, float) and value.is_integer():
             return int(value)
