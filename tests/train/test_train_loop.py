@@ -123,6 +123,9 @@ def test_config_yaml_roundtrip_overrides_and_typos(tmp_path):
     assert load_config(Outer, tmp_path / "c.yaml") == cfg
     loaded = load_config(Outer, tmp_path / "c.yaml", overrides=["inner.width=16", "rate=1"])
     assert loaded.inner.width == 16 and loaded.rate == 1.0 and isinstance(loaded.rate, float)
+    assert load_config(Outer, None, overrides=["rate=1e-4", "name=32"]) == Outer(
+        name="32", rate=1e-4
+    )
     with pytest.raises(InputError, match="did you mean 'width'"):
         from_dict(Outer, {"inner": {"widht": 3}})
     with pytest.raises(InputError, match="must be int"):

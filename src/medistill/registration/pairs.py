@@ -117,8 +117,14 @@ class SynthPairs(PairSource):
         from medistill.data.synthesis import SynthPairGenerator, aseg_to_tissue
 
         super().__init__(seed, max_disp)
+        # the same random contrast for both images: the teacher's loss is image correlation
         self.generator = SynthPairGenerator(
-            label_maps, max_disp=max_disp, merge=aseg_to_tissue, distinct=len(label_maps) > 1
+            label_maps,
+            max_disp=max_disp,
+            merge=aseg_to_tissue,
+            distinct=len(label_maps) > 1,
+            shared_contrast=True,
+            synth_kwargs={"zero_background": True},  # skull-stripped look, like the real inputs
         )
         self.shape = tuple(label_maps[0].shape[-len(label_maps[0].shape[1:]) :])
         self.name = name
@@ -129,7 +135,7 @@ class SynthPairs(PairSource):
         return {k: item[k] for k in ("fixed", "moving", "fixed_labels", "moving_labels")}
 
     def describe(self) -> str:
-        return f"{super().describe()}:{self.name}:{self.count}"
+        return f"{super().describe()}:{self.name}:{self.count}:shared-contrast"
 
 
 def _stack_images(subjects, normalize: bool = True) -> tuple[list[Tensor], list[Tensor] | None]:
@@ -145,6 +151,7 @@ def _stack_images(subjects, normalize: bool = True) -> tuple[list[Tensor], list[
 
 
 EXTRACEREBRAL_FROM = 500  # FreeSurfer / SynthSeg: labels from 500 on lie outside the brain
+OUTER_CSF = 24  # SynthSeg's CSF label also covers fluid outside the skull, down to the neck
 
 
 def load_label_maps(
@@ -152,8 +159,9 @@ def load_label_maps(
 ) -> list[Tensor]:
     """Label maps of a folder (NIfTI etc.) put on a common working grid around their content.
 
-    With ``strip``, extra-cerebral labels (>= 500: skull, scalp, ...) become background first, so
-    synthesised images look skull-stripped like the usual registration inputs. Each map is then
+    With ``strip``, extra-cerebral labels (>= 500: skull, scalp, ...) and the outer CSF label 24
+    (which in the SynthSeg maps reaches down to the neck) become background first, so synthesised
+    images look skull-stripped like the usual registration inputs. Each map is then
     resampled (nearest) onto its own isotropic RAS grid of ``shape`` around its non-zero voxels,
     so all maps share the grid size and orientation.
     """
@@ -166,7 +174,8 @@ def load_label_maps(
     for path in files:
         labels = load(path, is_label=True)
         if strip:
-            labels = labels.with_data(np.where(labels.data >= EXTRACEREBRAL_FROM, 0, labels.data))
+            outside = (labels.data >= EXTRACEREBRAL_FROM) | (labels.data == OUTER_CSF)
+            labels = labels.with_data(np.where(outside, 0, labels.data))
         grid = WorkingGrid.around(labels, shape)
         maps.append(torch.from_numpy(grid.resample(labels).data.astype(np.int64))[None])
     if len(maps) < 2:

@@ -38,6 +38,11 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
         return tuple(items) if origin is tuple else items
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if kind in (int, float) and isinstance(value, str):
+        try:  # YAML reads 1e-4 (no dot) as text
+            return kind(value)
+        except ValueError as err:
+            raise InputError(f"config: {where} must be {kind.__name__}, got {value!r}") from err
     if kind is int and isinstance(value, bool):
         raise InputError(f"config: {where} must be an integer, got {value!r}")
     if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
