@@ -159,3 +159,15 @@ def test_builders_reject_bad_options():
     with pytest.raises(InputError, match="at least one subnetwork"):
         Cascade([], None)
     assert build_student(2, ndim=2, affine=False).affine is None
+
+
+def test_fields_stay_float32_under_bf16_autocast():
+    # bf16 resolves voxel coordinates to 0.25-0.5 voxel: fields and warps must not use it
+    torch.manual_seed(0)
+    net = build_student(2, ndim=3, variant="fast")
+    fixed, moving = torch.rand(1, 1, 32, 32, 32), torch.rand(1, 1, 32, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(fixed, moving)
+    assert out.disp.dtype == torch.float32 and out.warped.dtype == torch.float32
+    assert out.affine[0].dtype == torch.float32
+    assert all(u.dtype == torch.float32 for u in out.increments)

@@ -6,6 +6,7 @@ with one-line :class:`~medistill.errors.InputError` messages.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -105,3 +106,10 @@ def check_size(cls: str, size: Sequence[int], multiple: int = 1, minimum: int = 
             f"{cls}.forward(): spatial size {tuple(size)} is not supported; all sizes must be "
             f"{what}{lim}"
         )
+
+
+def no_autocast(device_type: str) -> contextlib.AbstractContextManager:
+    """Autocast off on ``device_type`` (a no-op where autocast does not exist, e.g. meta)."""
+    if device_type in ("cpu", "cuda", "xpu", "mps"):
+        return torch.autocast(device_type=device_type, enabled=False)
+    return contextlib.nullcontext()

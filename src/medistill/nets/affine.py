@@ -15,6 +15,7 @@ from medistill.nets._common import (
     check_widths,
     conv,
     init_flow_,
+    no_autocast,
     pair_input,
 )
 from medistill.nets.vtn import LEAKY_SLOPE, VTNEncoder
@@ -26,10 +27,17 @@ REDUCTIONS = ("mean", "sum", "none")
 
 
 def _affine_outputs(w: Tensor, b: Tensor, shape: Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
-    """``(disp, A, b)`` from ``W`` ``(B, n, n)`` and ``b`` ``(B, n)`` on a grid of ``shape``."""
-    nd = w.shape[-1]
-    a = w + torch.eye(nd, dtype=w.dtype, device=w.device)
-    disp = affine_to_disp(torch.cat([a, b.unsqueeze(-1)], dim=-1), shape, center=True)
+    """``(disp, A, b)`` from ``W`` ``(B, n, n)`` and ``b`` ``(B, n)`` on a grid of ``shape``.
+
+    Always in float32 or wider, also under autocast: bf16 cannot hold voxel coordinates
+    (a spacing of 0.5 voxel at 100) nor a stable determinant.
+    """
+    with no_autocast(w.device.type):
+        if w.dtype not in (torch.float32, torch.float64):
+            w, b = w.float(), b.float()
+        nd = w.shape[-1]
+        a = w + torch.eye(nd, dtype=w.dtype, device=w.device)
+        disp = affine_to_disp(torch.cat([a, b.unsqueeze(-1)], dim=-1), shape, center=True)
     return disp, a, b
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from medistill.errors import InputError
-from medistill.nets._common import check_ndim, check_option
+from medistill.nets._common import check_ndim, check_option, no_autocast
 from medistill.nets.affine import AffineStem, SmallAffineStem
 from medistill.nets.ldr import LDRStudent, LDRStudentFast
 from medistill.nets.vtn import VTN
@@ -80,24 +80,35 @@ class Cascade(nn.Module):
         agg: Tensor | None = None
         affine: tuple[Tensor, Tensor] | None = None
         warped = moving
+        # networks may run under autocast (bf16); fields, composition and warping stay in
+        # float32: bf16 resolves voxel coordinates only to 0.25-0.5 voxel
+        device = moving.device.type
         if self.affine is not None:
             agg, a, b = self.affine(fixed, moving)
             affine = (a, b)
-            warped = warp(moving, agg)
+            with no_autocast(device):
+                warped = warp(_full(moving), agg)
         increments = []
         for k, net in enumerate(self.subnets):
             u = net(fixed, warped)
-            increments.append(u)
-            if agg is None:
-                agg = u
-            elif k == 0 and affine is not None:
-                agg = torch.einsum("bij,bj...->bi...", affine[0], u) + agg
-            else:
-                agg = compose(agg, u)
-            warped = warp(moving, agg)
+            with no_autocast(device):
+                u = _full(u)
+                increments.append(u)
+                if agg is None:
+                    agg = u
+                elif k == 0 and affine is not None:
+                    agg = torch.einsum("bij,bj...->bi...", affine[0], u) + agg
+                else:
+                    agg = compose(agg, u)
+                warped = warp(_full(moving), agg)
         if agg is None:  # unreachable: __init__ requires a stem or a subnetwork
             raise RuntimeError("Cascade.forward(): no stage produced a displacement")
         return CascadeOutput(disp=agg, warped=warped, increments=increments, affine=affine)
+
+
+def _full(x: Tensor) -> Tensor:
+    """``x`` in float32 unless it already is float32 or float64 (e.g. bf16 under autocast)."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
 
 def build_teacher(
