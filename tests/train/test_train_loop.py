@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -135,3 +137,23 @@ def test_config_yaml_roundtrip_overrides_and_typos(tmp_path):
     (tmp_path / "d.yaml").write_text("preset: cpu-64\nrate: 0.5\n")
     merged = load_config(Outer, tmp_path / "d.yaml", presets={"cpu-64": tmp_path / "c.yaml"})
     assert merged.name == "y" and merged.rate == 0.5
+
+
+class SometimesNaN(ConvRegression):
+    """The loss is NaN at step 3: that step must change nothing and be counted."""
+
+    def training_step(self, batch, step, ctx):
+        loss = (ctx.modules["net"](batch["x"]) - batch["y"]).square().mean()
+        if step == 3:
+            loss = loss * float("nan")
+        logs = ctx.optimize("net", loss)
+        return {"loss": float(loss.detach()), **logs}
+
+
+def test_non_finite_steps_are_skipped(tmp_path):
+    task = SometimesNaN()
+    Trainer(_cfg(steps=6, log_every=1, grad_clip=1.0), tmp_path).fit(task)
+    records = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["skipped"] for r in records] == [0, 0, 0, 1, 1, 1]
+    assert all(torch.isfinite(p).all() for p in task.net.parameters())
+    assert np.isnan(records[3]["grad_norm"]) and np.isfinite(records[4]["grad_norm"])

@@ -87,7 +87,7 @@ class RegistrationTask:
 
     def training_step(self, batch: dict[str, Any], step: int, ctx: StepContext) -> dict[str, float]:
         cfg = self.cfg
-        model, opt = ctx.modules["model"], ctx.optimizers["model"]
+        model = ctx.modules["model"]
         fixed, moving = batch["fixed"], batch["moving"]
         with ctx.autocast():
             out = model(fixed, moving)
@@ -95,11 +95,15 @@ class RegistrationTask:
         l_sim = correlation_loss(fixed, out.warped.float())
         l_smooth = sum(smoothness_loss(u.float()) for u in out.increments) if out.increments else 0
         l_rec = l_sim + cfg.loss.smooth * l_smooth
-        logs: dict[str, float] = {"sim": float(l_sim.detach())}
+        logs: dict[str, float] = {"sim": float(l_sim.detach()), "smooth": float(l_smooth)}
         if out.affine is not None:
             a = out.affine[0].float()
-            l_rec = l_rec + cfg.loss.affine_det * affine_det_loss(a)
-            l_rec = l_rec + cfg.loss.affine_ortho * affine_ortho_loss(a)
+            l_det, l_ortho = affine_det_loss(a), affine_ortho_loss(a)
+            l_rec = l_rec + cfg.loss.affine_det * l_det + cfg.loss.affine_ortho * l_ortho
+            logs["affine_det"], logs["affine_ortho"] = (
+                float(l_det.detach()),
+                float(l_ortho.detach()),
+            )
         loss = l_rec
         if self.mode == "l1":
             l1 = flow_l1_loss(disp, batch["teacher_disp"])
@@ -112,13 +116,10 @@ class RegistrationTask:
             student = coarse_field(disp, factor)
             if step % max(1, cfg.distill.critic_every) == 0:
                 critic.requires_grad_(True)
-                c_opt = ctx.optimizers["critic"]
-                c_opt.zero_grad(set_to_none=True)
                 c_loss, c_logs = critic_loss(
                     critic, teacher, student, beta=cfg.distill.beta, gp_lambda=cfg.distill.gp_lambda
                 )
-                ctx.backward(c_loss)
-                c_opt.step()
+                ctx.optimize("critic", c_loss)
                 self.last_critic_logs = c_logs
             logs.update(getattr(self, "last_critic_logs", {}))
             critic.requires_grad_(False)  # the student step must not move the critic
@@ -126,9 +127,7 @@ class RegistrationTask:
             gamma = cfg.distill.gamma
             loss = gamma * l_rec + (1 - gamma) * adv
             logs["adv"] = float(adv.detach())
-        opt.zero_grad(set_to_none=True)
-        ctx.backward(loss)
-        opt.step()
+        logs.update(ctx.optimize("model", loss))
         logs["loss"] = float(loss.detach())
         return logs
 

@@ -50,6 +50,8 @@ class LoopConfig:
         threads: CPU threads for PyTorch (0 keeps the default).
         progress: show a progress bar with the losses and it/s.
         deterministic: ask PyTorch for deterministic algorithms (CPU runs are reproducible).
+        grad_clip: clip the gradient norm of each optimizer's parameters to this (0: no clipping).
+            Steps whose loss or gradients are not finite are skipped in any case (and counted).
     """
 
     steps: int = 1000
@@ -65,6 +67,7 @@ class LoopConfig:
     threads: int = 0
     progress: bool = True
     deterministic: bool = True
+    grad_clip: float = 0.0
 
 
 class TrainTask(Protocol):
@@ -95,8 +98,39 @@ class StepContext:
     autocast: Callable[[], Any]
     channels_last: bool
 
+    grad_clip: float = 0.0
+    skipped: int = 0
+
     def backward(self, loss: torch.Tensor, **kwargs: Any) -> None:
         self.fabric.backward(loss, **kwargs)
+
+    def optimize(self, name: str, loss: torch.Tensor) -> dict[str, float]:
+        """``zero_grad``, backward, finite check, optional clipping and step of optimizer ``name``.
+
+        A step whose loss or gradient norm is not finite changes nothing (counted in ``skipped``).
+        Returns ``{"grad_norm": ...}`` for the log.
+        """
+        opt = self.optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss.detach()).all():
+            self.skipped += 1
+            log.warning(
+                "step skipped: %s loss is not finite (%d skipped so far)", name, self.skipped
+            )
+            return {"grad_norm": float("nan")}
+        self.backward(loss)
+        params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
+        max_norm = self.grad_clip if self.grad_clip > 0 else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else torch.zeros(())
+        if not torch.isfinite(norm):
+            opt.zero_grad(set_to_none=True)
+            self.skipped += 1
+            log.warning(
+                "step skipped: %s gradients are not finite (%d skipped)", name, self.skipped
+            )
+            return {"grad_norm": float("nan")}
+        opt.step()
+        return {"grad_norm": float(norm)}
 
 
 def save_checkpoint(path: PathLike, payload: dict[str, Any]) -> None:
@@ -306,6 +340,7 @@ class Trainer:
             optimizers=wrapped_opt,
             autocast=fabric.autocast,
             channels_last=channels_last,
+            grad_clip=cfg.grad_clip,
         )
         self.out_dir.mkdir(parents=True, exist_ok=True)
         meta = {"precision": precision, "channels_last": channels_last, "speed_timings": timings}
@@ -329,7 +364,13 @@ class Trainer:
                 bar.update(1)
             if rank == 0 and (done % cfg.log_every == 0 or done == cfg.steps):
                 self._log(
-                    {"step": done, **losses, "it_per_s": rate, "seconds": time.perf_counter() - t0}
+                    {
+                        "step": done,
+                        **losses,
+                        "skipped": ctx.skipped,
+                        "it_per_s": rate,
+                        "seconds": time.perf_counter() - t0,
+                    }
                 )
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 self._checkpoint(done, modules, wrapped_opt, extra_state, meta)
