@@ -1,6 +1,6 @@
-"""Registration results on real brains (docs/RESULTS.md): train at 64^3 on SynthMorph-style pairs
-synthesised from the 20 label maps of ../shared/data/labelmaps, evaluate on every ordered pair of the
-real subjects in ../shared/data/brain3d, and time every network at 64^3 and 128^3 in one run.
+"""Registration results on real brains (docs/RESULTS.md): train at 64^3 on SynthMorph-style
+pairs synthesised from the 20 label maps of ../shared/data/labelmaps, evaluate on every ordered pair
+of the real subjects in ../shared/data/brain3d, and time every network at 64^3 and 128^3 in one run.
 
 Usage (from the repository root, background; about an hour on 2 CPU cores):
 
@@ -82,8 +82,16 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     pairs = prepare_eval(out / "eval_data")
     labelmaps = SHARED / "labelmaps"
-    common = ["--config", "cpu-64", "--set", "data.source=labelmaps",
-              "--set", f"data.path={labelmaps}", "--set", "loop.progress=false"]
+    common = [
+        "--config",
+        "cpu-64",
+        "--set",
+        "data.source=labelmaps",
+        "--set",
+        f"data.path={labelmaps}",
+        "--set",
+        "loop.progress=false",
+    ]
 
     def steps(n: int) -> list[str]:
         k = max(2, int(n * args.scale))
@@ -94,25 +102,39 @@ def main() -> int:
         "teacher 1 cascade": ("teacher", ["--set", "model.cascades=1", *steps(800)]),
         "teacher 3 cascades": ("teacher", ["--set", "model.cascades=3", *steps(500)]),
         "student 1 cascade, no distillation": (
-            "student", ["--set", "model.cascades=1", "--set", "distill.mode=none", *steps(800)]),
+            "student",
+            ["--set", "model.cascades=1", "--set", "distill.mode=none", *steps(800)],
+        ),
         "student 1 cascade + L1 distillation": (
-            "student", ["--set", "model.cascades=1", "--set", "distill.mode=l1", *steps(800)]),
+            "student",
+            ["--set", "model.cascades=1", "--set", "distill.mode=l1", *steps(800)],
+        ),
         "student 1 cascade + ALDK": (
-            "student", ["--set", "model.cascades=1", "--set", "distill.mode=aldk", *steps(800)]),
+            "student",
+            ["--set", "model.cascades=1", "--set", "distill.mode=aldk", *steps(800)],
+        ),
         "student 2 cascades + ALDK": (
-            "student", ["--set", "model.cascades=2", "--set", "distill.mode=aldk", *steps(800)]),
+            "student",
+            ["--set", "model.cascades=2", "--set", "distill.mode=aldk", *steps(800)],
+        ),
         "student 3 cascades + ALDK": (
-            "student", ["--set", "model.cascades=3", "--set", "distill.mode=aldk", *steps(800)]),
+            "student",
+            ["--set", "model.cascades=3", "--set", "distill.mode=aldk", *steps(800)],
+        ),
         "VoxelMorph-style": ("voxelmorph", ["--set", "model.cascades=1", *steps(500)]),
     }
     folders = {
-        "teacher 1 cascade": "teacher1", "teacher 3 cascades": "teacher3",
+        "teacher 1 cascade": "teacher1",
+        "teacher 3 cascades": "teacher3",
         "student 1 cascade, no distillation": "student1_none",
         "student 1 cascade + L1 distillation": "student1_l1",
-        "student 1 cascade + ALDK": "student1_aldk", "student 2 cascades + ALDK": "student2_aldk",
-        "student 3 cascades + ALDK": "student3_aldk", "VoxelMorph-style": "voxelmorph",
+        "student 1 cascade + ALDK": "student1_aldk",
+        "student 2 cascades + ALDK": "student2_aldk",
+        "student 3 cascades + ALDK": "student3_aldk",
+        "VoxelMorph-style": "voxelmorph",
     }
-    results = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
+    saved = out / "results.json"
+    results = json.loads(saved.read_text()) if saved.exists() else {}
     for name, (role, extra) in runs.items():
         if args.only and name not in args.only:
             continue
@@ -121,28 +143,53 @@ def main() -> int:
         t0 = time.perf_counter()
         distill = []
         if role == "student":
-            distill = ["--set", f"distill.teacher={teacher3}",
-                       "--set", f"distill.cache={out / 'flow_cache'}"]
+            distill = [
+                "--set",
+                f"distill.teacher={teacher3}",
+                "--set",
+                f"distill.cache={out / 'flow_cache'}",
+            ]
         if not (run / "model.pt").exists():
             resume = ["--resume"] if (run / "last.pt").exists() else []
             medistill("train", role, "--out", str(run), *common, *extra, *distill, *resume, log=log)
         if not (run / "eval" / "summary.json").exists():
-            medistill("evaluate", "--model", str(run / "model.pt"), "--pairs", str(pairs),
-                      "--out", str(run / "eval"), log=log)
+            medistill(
+                "evaluate",
+                "--model",
+                str(run / "model.pt"),
+                "--pairs",
+                str(pairs),
+                "--out",
+                str(run / "eval"),
+                log=log,
+            )
         summary = json.loads((run / "eval" / "summary.json").read_text())
         previous = results.get(name, {})
-        results[name] = {"summary": summary, "commands": log or previous.get("commands", []),
-                         "folder": folders[name],
-                         "wall_s": previous.get("wall_s", 0.0) + time.perf_counter() - t0}
+        results[name] = {
+            "summary": summary,
+            "commands": log or previous.get("commands", []),
+            "folder": folders[name],
+            "wall_s": previous.get("wall_s", 0.0) + time.perf_counter() - t0,
+        }
         (out / "results.json").write_text(json.dumps(results, indent=2))
     if not args.only or "affine only" in args.only:
         log = []
         if not (out / "affine_only" / "summary.json").exists():
-            medistill("evaluate", "--model", str(teacher3), "--pairs", str(pairs),
-                      "--affine-only", "--out", str(out / "affine_only"), log=log)
+            medistill(
+                "evaluate",
+                "--model",
+                str(teacher3),
+                "--pairs",
+                str(pairs),
+                "--affine-only",
+                "--out",
+                str(out / "affine_only"),
+                log=log,
+            )
         results["affine only (teacher 3 cascades' stem)"] = {
             "summary": json.loads((out / "affine_only" / "summary.json").read_text()),
-            "commands": log, "folder": "teacher3",
+            "commands": log,
+            "folder": "teacher3",
         }
     latency(out, results, folders)
     (out / "results.json").write_text(json.dumps(results, indent=2))
@@ -165,14 +212,18 @@ def latency(out: Path, results: dict, folders: dict) -> None:
             model.subnets = torch.nn.ModuleList()
         models[name] = model
     ref = "teacher 3 cascades"
-    table = latency_table(models, [64, 128], threads=2, repeats=3,
-                          reference=ref if ref in models else None)
+    table = latency_table(
+        models, [64, 128], threads=2, repeats=3, reference=ref if ref in models else None
+    )
     for name, row in table.items():
         results[name]["latency"] = {str(k): v for k, v in row.items()}
 
 
 def write_table(out: Path, results: dict) -> None:
-    cols = "| model | Dice | HD95 (mm) | folding % | SDlogJ | s/pair 64^3 | s/pair 128^3 | x faster (128^3) | params |"
+    cols = (
+        "| model | Dice | HD95 (mm) | folding % | SDlogJ | s/pair 64^3 | s/pair 128^3 "
+        "| x faster (128^3) | params |"
+    )
     lines = [cols, "|" + "---|" * 9]
     for name, entry in results.items():
         s = entry["summary"]
@@ -181,7 +232,8 @@ def write_table(out: Path, results: dict) -> None:
         t128 = lat.get("128", {}).get("median_s", float("nan"))
         speed = lat.get("128", {}).get("speedup", float("nan"))
         lines.append(
-            f"| {name} | {s['dice_mean']:.3f} +- {s.get('dice_sd', 0):.3f} | {s['hd95_mean']:.2f} | "
+            f"| {name} | {s['dice_mean']:.3f} +- {s.get('dice_sd', 0):.3f} "
+            f"| {s['hd95_mean']:.2f} | "
             f"{s['folding_pct']:.3f} | {s['sdlogj']:.3f} | {t64:.3f} | {t128:.3f} | {speed:.1f} | "
             f"{s['params'] / 1e6:.2f} M |"
         )

@@ -29,7 +29,7 @@ def _root() -> None:
 
 
 def _register_commands() -> None:
-    from medistill.cli import info, registration, selfcheck
+    from medistill.cli import info, recon, registration, selfcheck
 
     app.command("info")(info.info)
     app.command("selfcheck")(selfcheck.selfcheck)
@@ -39,6 +39,7 @@ def _register_commands() -> None:
     app.command("models")(registration.models)
     app.command("demo")(registration.demo)
     app.command("bench")(registration.bench)
+    app.command("reconstruct")(recon.reconstruct)
 
 
 _register_commands()

@@ -11,7 +11,10 @@ import typer
 
 from medistill.errors import InputError
 
-ROLE_HELP = "teacher (RCN), student (LDR) or voxelmorph (baseline)."
+ROLE_HELP = (
+    "Registration: teacher (RCN), student (LDR), voxelmorph. Reconstruction: recon-teacher, "
+    "recon-student, sr-teacher, sr-student."
+)
 
 
 def train(
@@ -27,13 +30,20 @@ def train(
     ] = None,
 ) -> None:
     """Train a registration network (distillation settings in the config's 'distill' section)."""
+    from medistill.recon.model import ROLES as RECON_ROLES
     from medistill.registration.config import RegistrationConfig, presets
     from medistill.registration.model import ROLES
     from medistill.registration.training import train as run
     from medistill.train import load_config
 
+    if role in RECON_ROLES:
+        from medistill.cli.recon import train_recon
+
+        train_recon(role, config, out, resume, set_)
+        return
     if role not in ROLES:
-        raise InputError(f"train: unknown model {role!r}; expected one of {', '.join(ROLES)}")
+        known = ", ".join((*ROLES, *RECON_ROLES))
+        raise InputError(f"train: unknown model {role!r}; expected one of {known}")
     cfg = load_config(RegistrationConfig, config, presets=presets(), overrides=list(set_ or []))
     state = run(role, cfg, out, resume=resume)
     if os.environ.get("RANK", "0") == "0":
@@ -76,17 +86,42 @@ def register(
 
 
 def evaluate(
-    model: Annotated[Path, typer.Option(help="Registration checkpoint (.pt).")],
-    pairs: Annotated[Path, typer.Option(help="CSV: fixed, moving, fixed_labels, moving_labels.")],
+    model: Annotated[Path, typer.Option(help="Checkpoint (.pt); it knows its task.")],
     out: Annotated[Path, typer.Option(help="Output folder (metrics.csv, summary.json).")],
+    pairs: Annotated[
+        Path | None,
+        typer.Option(help="Registration: CSV fixed, moving, fixed_labels, moving_labels."),
+    ] = None,
     labels: Annotated[
-        str | None, typer.Option(help="Comma-separated label values to score (default: all).")
+        str | None, typer.Option(help="Registration: label values to score (default: all).")
     ] = None,
     affine_only: Annotated[
-        bool, typer.Option(help="Apply only the network's affine stem (the 'affine only' row).")
+        bool, typer.Option(help="Registration: apply only the affine stem ('affine only').")
     ] = False,
+    images: Annotated[
+        list[Path] | None,
+        typer.Option("--images", help="Reconstruction: volumes, slices or folders (repeat)."),
+    ] = None,
+    acceleration: Annotated[
+        float | None, typer.Option(help="Reconstruction: undersampling factor.")
+    ] = None,
 ) -> None:
-    """Evaluate a registration checkpoint on the pairs of a CSV."""
+    """Evaluate a checkpoint: registration pairs (Dice, HD95, folding...) or reconstruction
+    images (PSNR, SSIM, NMSE), by the task stored in the checkpoint."""
+    from medistill.train import load_checkpoint
+
+    task = load_checkpoint(model).get("task")
+    if task == "recon":
+        if not images:
+            raise InputError("evaluate: a reconstruction checkpoint needs --images")
+        from medistill.cli.recon import evaluate_recon
+
+        evaluate_recon(model=model, images=images, out=out, acceleration=acceleration)
+        return
+    if task != "registration":
+        raise InputError(f"{model}: evaluate does not know checkpoints of task {task!r}")
+    if pairs is None:
+        raise InputError("evaluate: a registration checkpoint needs --pairs pairs.csv")
     from medistill.registration.evaluate import evaluate as run
 
     chosen = None
@@ -119,8 +154,13 @@ def demo(
     ] = None,
 ) -> None:
     """Train teacher and students on the embedded data, evaluate, and write report.html."""
+    if task == "recon":
+        from medistill.cli.recon import demo_recon
+
+        demo_recon(out, config=config, sr=True, set_=set_)
+        return
     if task != "registration":
-        raise InputError(f"demo: unknown task {task!r}; available: registration")
+        raise InputError(f"demo: unknown task {task!r}; available: registration, recon")
     from medistill.registration.demo import run_demo
 
     summary = run_demo(out, config=config, overrides=list(set_ or []))

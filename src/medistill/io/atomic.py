@@ -34,6 +34,9 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     _, suffix = split_suffix(target.name)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs should be readable like any file
     tmp_path = Path(tmp)
     try:
         yield tmp_path

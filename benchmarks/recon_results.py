@@ -1,0 +1,241 @@
+"""KD-MRI results on real brain MRI (docs/RESULTS.md): DC-CNN reconstruction at 4x / 5x / 8x and
+VDSR super-resolution, teacher vs students (no KD, attention transfer only, imitation only, both).
+
+Training slices: the axial planes of ../shared/data/brain3d/oasis_A.nii.gz and of the VoxelMorph
+subject (vxm_subject.npz, re-sliced axially), the 2-D OASIS slices oasis2d_0000..0079 and four of
+the six ANTs slices. Held out: oasis_B (one volume), oasis2d_0080..0099 and the other two ANTs
+slices (one volume each). Metrics per volume (PSNR / SSIM with data range = the target volume's
+maximum, NMSE), then mean +- sd; CPU latency per 256x256 slice of teacher and student measured
+in one run (interleaved, batch 1, best of N).
+
+Usage (from the repository root, background; a few hours at --scale 1 on 2 CPU cores):
+
+    python benchmarks/recon_results.py --out runs/recon_results [--scale 1.0] [--size 128]
+        [--accelerations 4,5,8] [--no-sr]
+
+An interrupted run continues where it stopped (finished runs are skipped, unfinished ones resumed).
+Every training is the ``train_recon`` command function (``medistill train ROLE ...``); the
+equivalent command lines are stored in results.json. Skips with a message when ../shared/data is
+absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = (ROOT / ".." / "shared" / "data").resolve()
+
+# label -> (role suffix, distill kind, init from)
+STUDENTS = {
+    "student, no KD": ("none", ""),
+    "student + AT only (step 2)": ("at", ""),
+    "student + imitation only": ("imitation", ""),
+    "student + KD (AT then imitation)": ("imitation", "student + AT only (step 2)"),
+}
+FOLDERS = {
+    "teacher": "teacher",
+    "student, no KD": "student",
+    "student + AT only (step 2)": "at",
+    "student + imitation only": "imitation",
+    "student + KD (AT then imitation)": "kd",
+}
+
+
+def prepare_data(folder: Path) -> tuple[list[str], list[str]]:
+    """Training and held-out inputs (files / folders); the VoxelMorph subject re-sliced axially."""
+    from medistill.io import Image, load, save
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vxm = folder / "vxm_axial.nii.gz"
+    if not vxm.exists():
+        vol = load(SHARED / "brain3d" / "vxm_subject.npz").data  # LIA: axis 1 is inferior
+        # LIA -> (R, A, I): axial planes on the last axis, in-plane like the RAS OASIS volumes
+        save(Image(np.ascontiguousarray(np.moveaxis(vol, 1, -1)[::-1])), vxm)
+    train_2d, test_2d = folder / "train2d", folder / "test2d"
+    for sub in (train_2d, test_2d):
+        sub.mkdir(exist_ok=True)
+    oasis2d = sorted((SHARED / "brain2d" / "oasis2d").glob("*.nrrd"))
+    ants = sorted((SHARED / "brain2d" / "ants").glob("*.jpg"))
+    for i, path in enumerate(oasis2d + ants):
+        held_out = (path in oasis2d and i >= 80) or (path in ants and ants.index(path) >= 4)
+        link = (test_2d if held_out else train_2d) / path.name
+        if not link.exists():
+            link.symlink_to(path)
+    train = [str(SHARED / "brain3d" / "oasis_A.nii.gz"), str(vxm), str(train_2d)]
+    test = [str(SHARED / "brain3d" / "oasis_B.nii.gz"), str(test_2d)]
+    return train, test
+
+
+def command_line(role: str, out: Path, overrides: list[str]) -> str:
+    sets = " ".join(f"--set '{o}'" for o in overrides)
+    return f"medistill train {role} --config cpu-128 --out {out} {sets}"
+
+
+def train_run(role: str, out: Path, overrides: list[str], log: list[str]) -> None:
+    """Train (or resume, or skip when finished) one run through the command function."""
+    from medistill.cli.recon import train_recon
+
+    if (out / "model.pt").exists():
+        return
+    text = command_line(role, out, overrides)
+    print(f"$ {text}", flush=True)
+    log.append(text)
+    t = time.perf_counter()
+    train_recon(role, "cpu-128", out, resume=(out / "last.pt").exists(), set_=overrides)
+    print(f"  done in {time.perf_counter() - t:.0f} s", flush=True)
+
+
+def run_group(
+    kind: str,
+    tag: str,
+    name: str,
+    base: list[str],
+    steps: int,
+    out: Path,
+    test: list[str],
+    results: dict,
+) -> None:
+    """Teacher and the four students of one setting (``kind`` recon or sr) in ``out/name``."""
+    from medistill.recon.inference import evaluate
+
+    folder = out / name
+    decay = [f"loop.lr_decay_steps=[{int(steps * 0.6)}, {int(steps * 0.85)}]"]
+    common = [*base, f"loop.steps={steps}", *decay]
+    group = results.setdefault(tag, {})
+    log: list[str] = []
+    t0 = time.perf_counter()
+    teacher = folder / "teacher" / "model.pt"
+    train_run(f"{kind}-teacher", folder / "teacher", common, log)
+    for label, (distill, init) in STUDENTS.items():
+        extra = [f"distill.kind={distill}"]
+        if distill != "none":
+            extra.append(f"distill.teacher={teacher}")
+        if init:
+            extra.append(f"distill.init={folder / FOLDERS[init] / 'model.pt'}")
+        train_run(f"{kind}-student", folder / FOLDERS[label], [*common, *extra], log)
+    for label, sub in FOLDERS.items():
+        summary_path = folder / sub / "eval" / "summary.json"
+        if not summary_path.exists():
+            print(f"  evaluating {tag} / {label}", flush=True)
+            evaluate(folder / sub / "model.pt", test, folder / sub / "eval")
+        group[label] = json.loads(summary_path.read_text())
+    group["_folder"] = name
+    group["_commands"] = group.get("_commands", []) + log
+    group["_wall_s"] = group.get("_wall_s", 0.0) + time.perf_counter() - t0
+
+
+def latency(out: Path, results: dict, tags: list[str], threads: int, repeats: int) -> None:
+    """Teacher vs student ms per 256x256 slice, interleaved in one run."""
+    from medistill.recon.inference import latency_ms
+    from medistill.recon.model import load_model
+
+    for tag in tags:
+        folder = out / results[tag]["_folder"]
+        models = {
+            "teacher": load_model(folder / "teacher" / "model.pt"),
+            "student": load_model(folder / "student" / "model.pt"),
+        }
+        best: dict[str, float] = {}
+        for _ in range(3):
+            for name, model in models.items():
+                ms = latency_ms(model, 256, repeats=repeats, threads=threads)
+                best[name] = min(ms, best.get(name, float("inf")))
+        results[tag]["_latency_ms_256"] = best
+        print(f"  latency {tag}: {best}", flush=True)
+
+
+def pm(summary: dict, key: str, digits: int) -> str:
+    return f"{summary[f'{key}_mean']:.{digits}f} +- {summary[f'{key}_sd']:.{digits}f}"
+
+
+def write_table(out: Path, results: dict) -> str:
+    lines = []
+    for tag, group in results.items():
+        lat = group.get("_latency_ms_256", {})
+        lines += [
+            f"### {tag}",
+            "",
+            "| model | PSNR (dB) | SSIM | NMSE | params | CPU ms / 256^2 slice |",
+            "|---|---|---|---|---|---|",
+        ]
+        first = group.get("teacher")
+        if first:
+            name = "low resolution" if tag.startswith("sr") else "zero-filled"
+            lines.append(
+                f"| {name} | {pm(first, 'input_psnr', 2)} | {pm(first, 'input_ssim', 4)} | "
+                f"{pm(first, 'input_nmse', 4)} | - | - |"
+            )
+        for label in FOLDERS:
+            s = group.get(label)
+            if not s:
+                continue
+            key = "teacher" if label == "teacher" else "student"
+            ms = f"{lat[key]:.1f}" if key in lat and label in ("teacher", "student, no KD") else ""
+            lines.append(
+                f"| {label} | {pm(s, 'psnr', 2)} | {pm(s, 'ssim', 4)} | {pm(s, 'nmse', 4)} | "
+                f"{s['params']:,} | {ms} |"
+            )
+        lines.append("")
+    text = "\n".join(lines)
+    (out / "results.md").write_text(text + "\n")
+    return text
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "recon_results")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count")
+    parser.add_argument("--steps", type=int, default=2000, help="steps per run at scale 1")
+    parser.add_argument("--size", type=int, default=128, help="slice side (256 in the paper)")
+    parser.add_argument("--accelerations", default="4,5,8")
+    parser.add_argument("--no-sr", action="store_true", help="skip super-resolution")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for the latency")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per latency")
+    args = parser.parse_args()
+    if not SHARED.is_dir():
+        print(f"skipped: real data not found at {SHARED}")
+        return 0
+    logging.basicConfig(level=logging.WARNING)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    train, test = prepare_data(out / "data")
+    steps = max(2, int(args.steps * args.scale))
+    base = [
+        "data.source=files",
+        f"data.paths=[{', '.join(train)}]",
+        f"data.size={args.size}",
+        "data.slices=0",
+        "loop.progress=false",
+        f"loop.checkpoint_every={max(1, min(250, steps))}",
+    ]
+    results_path = out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    tags = []
+    for acc in [float(a) for a in args.accelerations.split(",") if a]:
+        tag = f"recon {acc:g}x"
+        tags.append(tag)
+        base_acc = [*base, f"mask.acceleration={acc}"]
+        run_group("recon", tag, f"recon_{acc:g}x", base_acc, steps, out, test, results)
+        results_path.write_text(json.dumps(results, indent=2))
+    if not args.no_sr:
+        tag = "sr 4x (central 1/4 of k-space per axis)"
+        tags.append(tag)
+        run_group("sr", tag, "sr_4x", [*base, "sr.factor=4"], steps, out, test, results)
+        results_path.write_text(json.dumps(results, indent=2))
+    latency(out, results, tags, args.threads, args.repeats)
+    results["_settings"] = {**vars(args), "out": str(out), "steps": steps}
+    results_path.write_text(json.dumps(results, indent=2, default=str))
+    print(write_table(out, {k: v for k, v in results.items() if not k.startswith("_")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

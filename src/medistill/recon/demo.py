@@ -1,0 +1,186 @@
+"""``medistill demo recon``: KD-MRI end to end on the embedded slices.
+
+Trains a DC-CNN teacher, then students without distillation, with attention transfer only
+(KD-MRI step 2), with imitation only, and with both (step 3 from step 2's weights); optionally the
+same for VDSR super-resolution. Evaluates everything on held-out slices (the embedded test
+split), times teacher and student on the CPU in one run, and writes ``report.html`` with the
+checkpoints ``recon_teacher.pt``, ``recon_student.pt``, ``recon_at.pt``, ``recon_imitation.pt``,
+``recon_kd.pt`` (and ``sr_teacher.pt``, ``sr_student.pt``, ``sr_kd.pt``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from medistill.recon.config import ReconConfig, presets
+from medistill.train import load_config
+
+log = logging.getLogger(__name__)
+
+# name -> (role, distill kind, init from the run of, label)
+RECON_RUNS: dict[str, tuple[str, str, str, str]] = {
+    "recon_teacher": ("recon-teacher", "none", "", "teacher (DC-CNN 5x5)"),
+    "recon_student": ("recon-student", "none", "", "student (5x3), no KD"),
+    "recon_at": ("recon-student", "at", "", "student + AT only (step 2)"),
+    "recon_imitation": ("recon-student", "imitation", "", "student + imitation only"),
+    "recon_kd": ("recon-student", "imitation", "recon_at", "student + KD (AT, then imitation)"),
+}
+SR_RUNS: dict[str, tuple[str, str, str, str]] = {
+    "sr_teacher": ("sr-teacher", "none", "", "teacher (VDSR 11)"),
+    "sr_student": ("sr-student", "none", "", "student (VDSR 7), no KD"),
+    "sr_at": ("sr-student", "at", "", "student + AT only (step 2)"),
+    "sr_kd": ("sr-student", "imitation", "sr_at", "student + KD (AT, then imitation)"),
+}
+
+
+def write_heldout(folder: Path, size: int, n: int, seed: int) -> list[Path]:
+    """``n`` held-out embedded slices (test split) as 2-D NIfTI files; returns their paths."""
+    from medistill.io import Image, save
+    from medistill.recon.data import embedded_set
+
+    folder.mkdir(parents=True, exist_ok=True)
+    test = embedded_set(n, size, seed=seed, split="test")
+    paths = []
+    for i in range(n):
+        path = folder / f"slice{i:02d}.nii.gz"
+        save(Image(test.images[i]), path)
+        paths.append(path)
+    return paths
+
+
+def _train_runs(
+    runs: dict[str, tuple[str, str, str, str]], cfg: ReconConfig, out: Path, timings: dict
+) -> dict[str, Path]:
+    from medistill.recon.training import train
+
+    checkpoints: dict[str, Path] = {}
+    teacher = ""
+    for name, (role, kind, init, _) in runs.items():
+        t = time.perf_counter()
+        rcfg = copy.deepcopy(cfg)
+        rcfg.distill.kind = kind
+        rcfg.distill.teacher = teacher if role.endswith("student") else ""
+        rcfg.distill.init = str(checkpoints[init]) if init else ""
+        run = out / "runs" / name
+        log.info("demo: training %s (%s, distill %s)", name, role, kind)
+        train(role, rcfg, run, resume=(run / "last.pt").exists())
+        shutil.copyfile(run / "model.pt", out / f"{name}.pt")
+        checkpoints[name] = out / f"{name}.pt"
+        if role.endswith("teacher"):
+            teacher = str(checkpoints[name])
+        timings[f"train {name}"] = time.perf_counter() - t
+    return checkpoints
+
+
+def _rows(
+    runs: dict[str, tuple[str, str, str, str]],
+    checkpoints: dict[str, Path],
+    heldout: list[Path],
+    out: Path,
+    input_label: str,
+) -> list[dict[str, Any]]:
+    from medistill.recon.inference import evaluate
+
+    rows: list[dict[str, Any]] = []
+    for name, (_, _, _, label) in runs.items():
+        summary = evaluate(checkpoints[name], heldout, out / "eval" / name)
+        if not rows:
+            rows.append(
+                {
+                    "model": input_label,
+                    "params": 0,
+                    **{k: summary[f"input_{k}"] for k in _METRIC_KEYS},
+                }
+            )
+        rows.append({"model": label, "name": name, **summary})
+    return rows
+
+
+_METRIC_KEYS = ("psnr_mean", "psnr_sd", "ssim_mean", "ssim_sd", "nmse_mean", "nmse_sd")
+
+
+def _latency(
+    checkpoints: dict[str, Path], names: tuple[str, str], sizes: tuple[int, ...]
+) -> dict[str, dict[int, float]]:
+    """Teacher and student CPU ms per slice (batch 1, 2 threads), interleaved, best of 5."""
+    from medistill.recon.inference import latency_ms
+    from medistill.recon.model import load_model
+
+    models = {n: load_model(checkpoints[n]) for n in names}
+    result: dict[str, dict[int, float]] = {n: {} for n in names}
+    for size in sizes:
+        for _ in range(2):  # two interleaved rounds, keep the best
+            for n, m in models.items():
+                ms = latency_ms(m, size, repeats=5, threads=2)
+                result[n][size] = min(ms, result[n].get(size, float("inf")))
+    return result
+
+
+def run_demo(
+    out: Path,
+    *,
+    config: str = "demo",
+    overrides: list[str] | None = None,
+    sr: bool = True,
+    n_test: int = 12,
+    latency_sizes: tuple[int, ...] | None = None,
+) -> dict[str, Any]:
+    """Run the demo into ``out``; returns the summary also written to ``out/summary.json``.
+
+    Args:
+        out: output folder (an interrupted demo resumes its unfinished runs).
+        config: preset or YAML (default ``demo``: 64x64 slices, 300 steps per run).
+        overrides: ``section.key=value`` config overrides.
+        sr: also train and evaluate the super-resolution models.
+        n_test: held-out slices.
+        latency_sizes: slice sides for the CPU timing (default: the training size and 256).
+    """
+    start = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = load_config(ReconConfig, config, presets=presets(), overrides=overrides or [])
+    timings: dict[str, float] = {}
+    checkpoints = _train_runs(RECON_RUNS, cfg, out, timings)
+    if sr:
+        checkpoints.update(_train_runs(SR_RUNS, cfg, out, timings))
+
+    t = time.perf_counter()
+    heldout = write_heldout(out / "heldout", cfg.data.size, n_test, cfg.data.seed)
+    acc = f"{cfg.mask.acceleration:g}x"
+    rows = _rows(RECON_RUNS, checkpoints, heldout, out, f"zero-filled ({acc})")
+    sr_rows = (
+        _rows(SR_RUNS, checkpoints, heldout, out, f"low resolution (1/{cfg.sr.factor:g} k-space)")
+        if sr
+        else []
+    )
+    timings["evaluate"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    sizes = tuple(sorted(set(latency_sizes or (cfg.data.size, 256))))
+    latency = _latency(checkpoints, ("recon_teacher", "recon_student"), sizes)
+    if sr:
+        latency.update(_latency(checkpoints, ("sr_teacher", "sr_student"), sizes))
+    timings["latency"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - start
+    summary = {
+        "rows": rows,
+        "sr_rows": sr_rows,
+        "latency_ms": {k: {str(s): v for s, v in d.items()} for k, d in latency.items()},
+        "timings_s": timings,
+        "config": config,
+        "overrides": overrides or [],
+        "steps": cfg.loop.steps,
+        "size": cfg.data.size,
+        "acceleration": cfg.mask.acceleration,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    from medistill.recon.demo_report import write_demo_report
+
+    write_demo_report(out, summary, cfg, checkpoints, heldout)
+    return summary

@@ -1,0 +1,200 @@
+"""Building reconstruction / super-resolution networks from a config, the fixed mask of a run,
+and saving / loading them as checkpoints (``task: "recon"``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from medistill.errors import InputError
+from medistill.recon.config import MaskConfig, ModelConfig, ReconConfig
+from medistill.recon.dccnn import DCCNN, NetOutput
+from medistill.recon.kspace import simulate, sr_degrade
+from medistill.recon.masks import load_mask, make_mask
+from medistill.recon.vdsr import VDSR
+from medistill.train import from_dict, load_checkpoint, save_checkpoint, to_dict
+from medistill.typing import PathLike
+
+TASK = "recon"
+ROLES: tuple[str, ...] = ("recon-teacher", "recon-student", "sr-teacher", "sr-student")
+
+__all__ = [
+    "ROLES",
+    "TASK",
+    "ReconModel",
+    "build_model",
+    "checkpoint_meta",
+    "count_parameters",
+    "export_model",
+    "is_sr",
+    "load_model",
+    "run_mask",
+    "teacher_role",
+]
+
+
+def check_role(role: str) -> str:
+    """Return ``role`` if known, else raise with the valid names."""
+    if role not in ROLES:
+        raise InputError(f"recon role must be one of {', '.join(ROLES)}, got {role!r}")
+    return role
+
+
+def is_sr(role: str) -> bool:
+    """Whether ``role`` is a super-resolution (VDSR) role."""
+    return check_role(role).startswith("sr-")
+
+
+def teacher_role(role: str) -> str:
+    """The teacher role matching a student role (``recon-student`` -> ``recon-teacher``)."""
+    return check_role(role).split("-")[0] + "-teacher"
+
+
+def build_model(cfg: ModelConfig, role: str) -> nn.Module:
+    """The network of ``role``: DC-CNN teacher / student or VDSR teacher / student."""
+    check_role(role)
+    if role == "recon-teacher":
+        return DCCNN(cfg.cascades, cfg.teacher_convs, cfg.channels, residual=cfg.residual)
+    if role == "recon-student":
+        return DCCNN(cfg.cascades, cfg.student_convs, cfg.channels, residual=cfg.residual)
+    convs = cfg.sr_teacher_convs if role == "sr-teacher" else cfg.sr_student_convs
+    return VDSR(convs, cfg.sr_channels)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameter elements."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def run_mask(cfg: MaskConfig, shape: tuple[int, int]) -> np.ndarray:
+    """The fixed mask of a run for k-space of ``shape = (H, W)`` (centred layout).
+
+    From ``cfg.path`` when set (``(W,)`` or ``(H, W)``), else :func:`make_mask` over ``W``.
+    """
+    if cfg.path:
+        return load_mask(cfg.path, shape, layout="centered")
+    cf = cfg.center_fraction if cfg.center_fraction > 0 else None
+    return make_mask(shape[1], cfg.acceleration, kind=cfg.kind, center_fraction=cf, seed=cfg.seed)
+
+
+def mask_tensor(mask: np.ndarray) -> Tensor:
+    """A centred mask as a float tensor ``(1, 1, 1, W)`` or ``(1, 1, H, W)``."""
+    m = torch.from_numpy(np.asarray(mask, dtype=np.float32))
+    return m.reshape(1, 1, 1, -1) if m.dim() == 1 else m.reshape(1, 1, *m.shape)
+
+
+def checkpoint_meta(
+    cfg: ReconConfig, role: str, model: nn.Module, mask: np.ndarray | None
+) -> dict[str, Any]:
+    """What a recon checkpoint stores besides weights (the mask of recon roles included)."""
+    meta: dict[str, Any] = {
+        "task": TASK,
+        "role": role,
+        "config": to_dict(cfg),
+        "params": count_parameters(model),
+    }
+    if mask is not None:
+        meta["mask"] = torch.from_numpy(np.asarray(mask, dtype=bool))
+    return meta
+
+
+def export_model(state: dict[str, Any], path: PathLike) -> None:
+    """Write a slim inference checkpoint (weights, config, role, mask; no optimizer state)."""
+    slim = {k: v for k, v in state.items() if k not in ("optimizers", "rng")}
+    slim["modules"] = {"model": state["modules"]["model"]}
+    save_checkpoint(path, slim)
+
+
+@dataclass
+class ReconModel:
+    """A trained network with what it needs to prepare its inputs.
+
+    Attributes:
+        net: the network (eval mode).
+        role: one of :data:`ROLES`.
+        config: the run's config.
+        mask: the run's centred training mask (recon roles), else ``None``.
+        params: number of parameters.
+    """
+
+    net: nn.Module
+    role: str
+    config: ReconConfig
+    mask: np.ndarray | None
+    params: int
+
+    @property
+    def is_sr(self) -> bool:
+        return is_sr(self.role)
+
+    def mask_for(self, shape: tuple[int, int], acceleration: float | None = None) -> np.ndarray:
+        """The centred mask for k-space of ``shape``: the training mask when it fits and the
+        acceleration is the trained one, else a new mask made by the run's mask settings."""
+        cfg = self.config.mask
+        acc = cfg.acceleration if acceleration is None else float(acceleration)
+        same_acc = abs(acc - cfg.acceleration) < 1e-9
+        if self.mask is not None and same_acc:
+            m = self.mask
+            if (m.ndim == 1 and m.shape[0] == shape[1]) or m.shape == tuple(shape):
+                return m
+        if cfg.path and same_acc:
+            have = "?" if self.mask is None else tuple(self.mask.shape)
+            raise InputError(
+                f"the model's mask {cfg.path} has shape {have}, which does not fit k-space "
+                f"{tuple(shape)}"
+            )
+        cf = cfg.center_fraction if cfg.center_fraction > 0 else None
+        return make_mask(shape[1], acc, kind=cfg.kind, center_fraction=cf, seed=cfg.seed)
+
+    def inputs(
+        self, target: Tensor, acceleration: float | None = None
+    ) -> tuple[tuple[Tensor, ...], Tensor]:
+        """Network inputs simulated from ``(B, 1, H, W)`` magnitude images in [0, 1].
+
+        Returns:
+            ``(inputs, degraded)``: the positional inputs of :meth:`run` (``(zero_filled,
+            kspace, mask)`` for DC-CNN, ``(low_res,)`` for VDSR) and the degraded image
+            (zero-filled / low-resolution magnitude) ``(B, 1, H, W)``.
+        """
+        if self.is_sr:
+            low = sr_degrade(target, self.config.sr.factor)
+            return (low,), low
+        mask = self.mask_for(tuple(target.shape[-2:]), acceleration)
+        m = mask_tensor(mask).to(target.device)
+        sim = simulate(target, m, "centered")
+        return (sim.zero_filled, sim.kspace, m), sim.zero_filled
+
+    @torch.inference_mode()
+    def run(self, *inputs: Tensor) -> Tensor:
+        """The network's ``(B, 1, H, W)`` output for the inputs from :meth:`inputs`."""
+        out: NetOutput = self.net(*inputs)
+        return out.image
+
+
+def load_model(path: PathLike) -> ReconModel:
+    """A reconstruction / SR network from a checkpoint, in eval mode on the CPU.
+
+    Raises:
+        InputError: missing, corrupt or foreign file, another task's checkpoint, or weights that
+            do not fit the network the checkpoint's config describes.
+    """
+    ckpt = load_checkpoint(path, task=TASK)
+    try:
+        cfg = from_dict(ReconConfig, ckpt["config"])
+        role = check_role(ckpt["role"])
+        net = build_model(cfg.model, role)
+        net.load_state_dict(ckpt["modules"]["model"])
+        mask = ckpt.get("mask")
+        mask = None if mask is None else np.asarray(mask.numpy(), dtype=bool)
+    except (KeyError, RuntimeError, TypeError, AttributeError) as err:
+        first = " ".join(str(err).split())[:160]
+        raise InputError(
+            f"{Path(path)}: checkpoint does not hold a usable network ({first})"
+        ) from err
+    net.eval()
+    return ReconModel(net, role, cfg, mask, count_parameters(net))

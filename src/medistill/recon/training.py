@@ -1,0 +1,295 @@
+"""Training DC-CNN (reconstruction) and VDSR (super-resolution) teachers and students with the
+shared loop, including KD-MRI's three-step distillation.
+
+- Step 1, teacher: ``L1(x_T, x)``.
+- Step 2, student ``kind = "at"``: attention transfer only, ``sum_j d(Q_S^j, Q_T^j)``.
+- Step 3, student ``kind = "imitation"`` with ``distill.init`` = the step-2 checkpoint:
+  ``alpha L1(x_S, x) + (1 - alpha) L1(x_S, x_T)``.
+- ``kind = "kd"`` runs steps 2 and 3 in one call (``out/at`` then ``out``).
+- Baselines: ``kind = "none"`` (student with L1 alone), ``"at"`` alone, ``"imitation"`` from
+  scratch.
+
+Batches: ``batch_size`` training slices drawn uniformly from the step's generator; recon inputs are
+simulated with the run's fixed mask (zero-filled magnitude, k-space, mask), SR inputs by keeping
+the central k-space block.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from medistill.errors import InputError
+from medistill.recon.config import DataConfig, ReconConfig
+from medistill.recon.data import SliceSet, embedded_set, read_slice_set
+from medistill.recon.distill import AT_DISTANCES, attention_loss, imitation_loss
+from medistill.recon.kspace import simulate, sr_degrade
+from medistill.recon.masks import MASK_KINDS
+from medistill.recon.model import (
+    ReconModel,
+    build_model,
+    check_role,
+    checkpoint_meta,
+    export_model,
+    is_sr,
+    load_model,
+    mask_tensor,
+    run_mask,
+    teacher_role,
+)
+from medistill.train import StepContext, Trainer
+from medistill.typing import PathLike
+
+log = logging.getLogger(__name__)
+
+DISTILL_KINDS: tuple[str, ...] = ("none", "at", "imitation", "kd")
+
+__all__ = ["DISTILL_KINDS", "ReconTask", "check_config", "train", "training_slices"]
+
+
+def training_slices(cfg: DataConfig) -> SliceSet:
+    """The training slices of a run (embedded train split, or the files of ``cfg.paths``)."""
+    if cfg.source == "embedded":
+        return embedded_set(cfg.slices, cfg.size, seed=cfg.seed, split="train")
+    if cfg.source == "files":
+        if not cfg.paths:
+            raise InputError("data.source 'files' needs data.paths (files or folders)")
+        return read_slice_set(
+            cfg.paths, cfg.size, min_area=cfg.min_area, max_slices=cfg.slices or None
+        )
+    raise InputError(f"data.source must be 'embedded' or 'files', got {cfg.source!r}")
+
+
+class ReconTask:
+    """The :class:`~medistill.train.TrainTask` of reconstruction / super-resolution.
+
+    Args:
+        cfg: the run's config.
+        role: one of :data:`medistill.recon.model.ROLES`.
+        slices: training slices ``(N, S, S)``.
+        kind: distillation kind of a student (``none``, ``at``, ``imitation``); teachers ``none``.
+        teacher: the trained teacher (``at`` / ``imitation``), frozen.
+        init: weights to start from (step 3 starts from step 2's).
+    """
+
+    def __init__(
+        self,
+        cfg: ReconConfig,
+        role: str,
+        slices: SliceSet,
+        *,
+        kind: str = "none",
+        teacher: ReconModel | None = None,
+        init: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.role = check_role(role)
+        self.sr = is_sr(role)
+        self.kind = kind
+        if kind in ("at", "imitation") and teacher is None:
+            raise InputError(f"distill.kind {kind!r} needs a teacher checkpoint (distill.teacher)")
+        self.teacher = teacher.net if teacher is not None else None
+        if self.teacher is not None:
+            self.teacher.eval().requires_grad_(False)
+        self.images = torch.from_numpy(np.ascontiguousarray(slices.images, dtype=np.float32))
+        size = self.images.shape[-1]
+        self.mask = None if self.sr else run_mask(cfg.mask, (size, size))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.loop.seed)  # the initial weights depend on the seed alone
+            self.model = build_model(cfg.model, role)
+        if init is not None:
+            self.model.load_state_dict(init)
+
+    # -- TrainTask
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"model": self.model}
+
+    def optimizers(self, modules, lr: float) -> dict[str, torch.optim.Optimizer]:
+        return {"model": torch.optim.Adam(modules["model"].parameters(), lr=lr)}
+
+    def make_batch(self, step: int, rank: int, generator: torch.Generator) -> dict[str, Any]:
+        """Batch of ``step``: ``target`` ``(B, 1, S, S)`` and the network inputs (``input``;
+        recon also ``kspace`` (complex) and ``mask`` ``(1, 1, 1, S)``)."""
+        idx = torch.randint(len(self.images), (self.cfg.loop.batch_size,), generator=generator)
+        target = self.images[idx].unsqueeze(1)
+        if self.sr:
+            return {"target": target, "input": sr_degrade(target, self.cfg.sr.factor)}
+        m = mask_tensor(self.mask)
+        sim = simulate(target, m, "centered")
+        return {"target": target, "input": sim.zero_filled, "kspace": sim.kspace, "mask": m}
+
+    def net_inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+        """The positional network inputs of a batch."""
+        if self.sr:
+            return (batch["input"],)
+        return batch["input"], batch["kspace"], batch["mask"]
+
+    def training_step(self, batch: dict[str, Any], step: int, ctx: StepContext) -> dict[str, float]:
+        model, opt = ctx.modules["model"], ctx.optimizers["model"]
+        inputs = self.net_inputs(batch)
+        target = batch["target"]
+        with ctx.autocast():
+            out = model(*inputs)
+        logs: dict[str, float] = {}
+        if self.kind == "none":
+            loss = F.l1_loss(out.image.float(), target)
+        else:
+            teacher = self.teacher
+            if next(teacher.parameters()).device != target.device:
+                teacher.to(target.device)
+            with torch.no_grad(), ctx.autocast():
+                t_out = teacher(*inputs)
+            if self.kind == "at":
+                loss = attention_loss(
+                    out.features, t_out.features, distance=self.cfg.distill.at_distance
+                )
+                logs["l1_target"] = float(F.l1_loss(out.image.float(), target).detach())
+            else:
+                loss, rec, imit = imitation_loss(
+                    out.image, target, t_out.image, self.cfg.distill.alpha
+                )
+                logs["l1_target"] = float(rec.detach())
+                logs["l1_teacher"] = float(imit.detach())
+        opt.zero_grad(set_to_none=True)
+        ctx.backward(loss)
+        opt.step()
+        logs["loss"] = float(loss.detach())
+        return logs
+
+
+def check_config(cfg: ReconConfig, role: str) -> None:
+    """Reject settings that cannot work, with one-line messages."""
+    check_role(role)
+    if cfg.distill.kind not in DISTILL_KINDS:
+        raise InputError(
+            f"distill.kind must be one of {', '.join(DISTILL_KINDS)}, got {cfg.distill.kind!r}"
+        )
+    if cfg.distill.at_distance not in AT_DISTANCES:
+        raise InputError(
+            f"distill.at_distance must be one of {', '.join(AT_DISTANCES)}, "
+            f"got {cfg.distill.at_distance!r}"
+        )
+    if not 0.0 <= cfg.distill.alpha <= 1.0:
+        raise InputError(f"distill.alpha must be in [0, 1], got {cfg.distill.alpha}")
+    if cfg.mask.kind not in MASK_KINDS:
+        raise InputError(f"mask.kind must be one of {', '.join(MASK_KINDS)}, got {cfg.mask.kind!r}")
+    if cfg.mask.acceleration < 1:
+        raise InputError(f"mask.acceleration must be >= 1, got {cfg.mask.acceleration}")
+    if cfg.sr.factor < 1:
+        raise InputError(f"sr.factor must be >= 1, got {cfg.sr.factor}")
+    if cfg.data.size < 16:
+        raise InputError(f"data.size must be >= 16, got {cfg.data.size}")
+    if cfg.data.source == "embedded" and cfg.data.slices < 1:
+        raise InputError(f"data.slices must be >= 1 for embedded data, got {cfg.data.slices}")
+    student = role.endswith("student")
+    if student and cfg.distill.kind != "none" and not cfg.distill.teacher:
+        raise InputError(f"distill.kind {cfg.distill.kind!r} needs distill.teacher (a checkpoint)")
+
+
+def _load_teacher(cfg: ReconConfig, role: str, mask: np.ndarray | None) -> ReconModel:
+    teacher = load_model(cfg.distill.teacher)
+    want = teacher_role(role)
+    if teacher.role != want:
+        raise InputError(
+            f"{cfg.distill.teacher}: a {role} needs a {want} checkpoint, got a {teacher.role}"
+        )
+    if mask is not None and (
+        teacher.mask is None
+        or teacher.mask.shape != mask.shape
+        or not np.array_equal(teacher.mask, mask)
+    ):
+        raise InputError(
+            f"{cfg.distill.teacher}: the teacher was trained with another undersampling mask "
+            f"(acceleration {teacher.config.mask.acceleration:g}, size {teacher.config.data.size})"
+        )
+    if is_sr(role) and teacher.config.sr.factor != cfg.sr.factor:
+        raise InputError(
+            f"{cfg.distill.teacher}: the teacher was trained for SR factor "
+            f"{teacher.config.sr.factor:g}, this run asks for {cfg.sr.factor:g}"
+        )
+    return teacher
+
+
+def _load_init(path: str, role: str) -> dict[str, torch.Tensor]:
+    init = load_model(path)
+    if init.role != role:
+        raise InputError(f"distill.init {path}: expected a {role} checkpoint, got a {init.role}")
+    return init.net.state_dict()
+
+
+def _fit(
+    cfg: ReconConfig,
+    role: str,
+    slices: SliceSet,
+    out: Path,
+    *,
+    kind: str,
+    resume: bool,
+    init: str = "",
+) -> dict[str, Any]:
+    from medistill.train import save_config
+
+    size = slices.size
+    mask = None if is_sr(role) else run_mask(cfg.mask, (size, size))
+    teacher = None
+    if role.endswith("student") and kind in ("at", "imitation"):
+        teacher = _load_teacher(cfg, role, mask)
+    state_init = _load_init(init, role) if init else None
+    task = ReconTask(cfg, role, slices, kind=kind, teacher=teacher, init=state_init)
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    if main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    state = Trainer(cfg.loop, out, resume=resume).fit(
+        task,
+        extra_state=lambda: checkpoint_meta(cfg, role, task.model, mask),
+    )
+    if state and main_process:
+        export_model(state, out / "model.pt")
+    return state
+
+
+def train(role: str, cfg: ReconConfig, out: PathLike, *, resume: bool = False) -> dict[str, Any]:
+    """Train ``role`` into ``out``; students distil per ``cfg.distill.kind``.
+
+    Writes ``out/last.pt`` (resumable state), ``out/model.pt`` (slim inference checkpoint),
+    ``out/config.yaml`` and ``out/log.jsonl``. ``kind = "kd"`` first trains the attention stage in
+    ``out/at`` (``distill.at_steps`` steps), then the imitation stage in ``out`` starting from
+    ``out/at/model.pt``.
+
+    Args:
+        role: ``recon-teacher``, ``recon-student``, ``sr-teacher`` or ``sr-student``.
+        cfg: the run's config.
+        out: run folder.
+        resume: continue from ``out/last.pt`` (and ``out/at/last.pt`` for ``kd``).
+
+    Returns:
+        The final training state (as written to ``last.pt``).
+
+    Raises:
+        InputError: invalid settings, unreadable data, or a teacher that does not fit.
+    """
+    out = Path(out)
+    check_config(cfg, role)
+    slices = training_slices(cfg.data)
+    kind = cfg.distill.kind if role.endswith("student") else "none"
+    if kind != "kd":
+        return _fit(cfg, role, slices, out, kind=kind, resume=resume, init=cfg.distill.init)
+    at_cfg = copy.deepcopy(cfg)
+    at_cfg.distill.kind = "at"
+    if cfg.distill.at_steps > 0:
+        at_cfg.loop.steps = cfg.distill.at_steps
+    at_out = out / "at"
+    # the attention stage is resumed whenever it exists, so that a resumed kd run finishes it
+    at_resume = (at_out / "last.pt").exists()
+    _fit(at_cfg, role, slices, at_out, kind="at", resume=at_resume, init=cfg.distill.init)
+    return _fit(
+        cfg, role, slices, out, kind="imitation", resume=resume, init=str(at_out / "model.pt")
+    )

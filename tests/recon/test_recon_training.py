@@ -1,0 +1,201 @@
+"""Training with the shared loop on tiny data: deterministic batches, loss decrease, the three
+KD-MRI steps, resume, configuration errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from medistill.errors import InputError
+from medistill.io import Image, save
+from medistill.recon.config import ReconConfig, presets
+from medistill.recon.data import read_slice_set
+from medistill.recon.distill import attention_loss
+from medistill.recon.kspace import fft2, ifft2
+from medistill.recon.model import load_model
+from medistill.recon.training import ReconTask, train
+from medistill.train import load_checkpoint, load_config
+
+SIZE = 32
+TEACHER = ("model.channels=16", "loop.lr=0.003")
+
+
+def phantom(rng: np.random.Generator) -> np.ndarray:
+    """An ellipse with a brighter inner ellipse and a dark spot, random placement."""
+    yy, xx = np.mgrid[:SIZE, :SIZE] / (SIZE - 1) * 2 - 1
+    cy, cx = rng.uniform(-0.1, 0.1, 2)
+    a, b = rng.uniform(0.6, 0.85, 2)
+    outer = ((yy - cy) / a) ** 2 + ((xx - cx) / b) ** 2 < 1
+    inner = ((yy - cy) / (0.5 * a)) ** 2 + ((xx - cx - 0.1) / (0.4 * b)) ** 2 < 1
+    spot = (yy - cy - 0.3) ** 2 + (xx - cx) ** 2 < rng.uniform(0.01, 0.03)
+    return (0.4 * outer + 0.5 * inner - 0.3 * spot * outer).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("phantoms")
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        save(Image(phantom(rng)), folder / f"p{i}.nii.gz")
+    return folder
+
+
+def config(data_dir, *extra: str) -> ReconConfig:
+    return load_config(
+        ReconConfig,
+        "test",
+        presets=presets(),
+        overrides=[
+            "data.source=files",
+            f"data.paths=[{data_dir}]",
+            f"data.size={SIZE}",
+            "model.cascades=2",
+            "model.channels=8",
+            "model.sr_channels=8",
+            "loop.checkpoint_every=1000",
+            *extra,
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def teacher(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "teacher"
+    train("recon-teacher", config(data_dir, *TEACHER, "loop.steps=20", "loop.log_every=10"), out)
+    return out
+
+
+def l1_on_all(model: torch.nn.Module, task: ReconTask) -> float:
+    target = task.images.unsqueeze(1)
+    sim = task.make_batch(0, 0, torch.Generator().manual_seed(0))
+    m = sim["mask"]
+    k = fft2(target) * m
+    with torch.no_grad():
+        out = model(ifft2(k).abs(), k, m).image
+    return float(F.l1_loss(out, target))
+
+
+def test_batches_depend_only_on_step_generator(data_dir):
+    cfg = config(data_dir)
+    task = ReconTask(cfg, "recon-teacher", read_slice_set([data_dir], SIZE))
+    a = task.make_batch(3, 0, torch.Generator().manual_seed(11))
+    task.make_batch(4, 0, torch.Generator().manual_seed(12))
+    b = task.make_batch(3, 0, torch.Generator().manual_seed(11))
+    for key in ("target", "input", "kspace", "mask"):
+        assert torch.equal(a[key], b[key])
+    assert a["target"].shape == (cfg.loop.batch_size, 1, SIZE, SIZE)
+    # the input is the zero-filled image of the run's fixed mask
+    zf = ifft2(fft2(a["target"]) * a["mask"]).abs()
+    torch.testing.assert_close(a["input"], zf.float())
+    assert a["mask"].shape == (1, 1, 1, SIZE) and a["mask"].sum() == SIZE / 4
+
+
+def test_teacher_loss_decreases(teacher, data_dir):
+    cfg = config(data_dir, *TEACHER)
+    task = ReconTask(cfg, "recon-teacher", read_slice_set([data_dir], SIZE))  # same seed: init
+    before = l1_on_all(task.model, task)
+    after = l1_on_all(load_model(teacher / "model.pt").net, task)
+    assert after < 0.9 * before
+    ckpt = load_checkpoint(teacher / "model.pt", task="recon")
+    assert ckpt["role"] == "recon-teacher" and ckpt["step"] == 20
+    assert ckpt["mask"].dtype == torch.bool and int(ckpt["mask"].sum()) == SIZE // 4
+    assert "optimizers" not in ckpt  # slim export
+
+
+def test_step2_attention_decreases_and_step3_starts_from_step2(teacher, data_dir, tmp_path):
+    tpath = teacher / "model.pt"
+    cfg2 = config(data_dir, "loop.steps=10", "distill.kind=at", f"distill.teacher={tpath}")
+    train("recon-student", cfg2, tmp_path / "step2")
+    slices = read_slice_set([data_dir], SIZE)
+    task = ReconTask(cfg2, "recon-student", slices, kind="at", teacher=load_model(tpath))
+    batch = task.make_batch(0, 0, torch.Generator().manual_seed(1))
+    inputs = task.net_inputs(batch)
+    with torch.no_grad():
+        t_feat = task.teacher(*inputs).features
+        before = attention_loss(task.model(*inputs).features, t_feat)
+        step2 = load_model(tmp_path / "step2" / "model.pt").net
+        after = attention_loss(step2(*inputs).features, t_feat)
+    assert after < before
+    # step 3 from step 2's weights: with lr 0 the weights must stay exactly step 2's
+    cfg3 = config(
+        data_dir,
+        "loop.steps=2",
+        "loop.lr=0.0",
+        "distill.kind=imitation",
+        f"distill.teacher={tpath}",
+        f"distill.init={tmp_path / 'step2' / 'model.pt'}",
+    )
+    train("recon-student", cfg3, tmp_path / "step3")
+    step3 = load_model(tmp_path / "step3" / "model.pt").net
+    for (name, a), b in zip(step2.state_dict().items(), step3.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    log = [json.loads(x) for x in (tmp_path / "step3" / "log.jsonl").read_text().splitlines()]
+    assert {"l1_target", "l1_teacher", "loss"} <= set(log[-1])
+    assert log[-1]["loss"] == pytest.approx(
+        0.5 * log[-1]["l1_target"] + 0.5 * log[-1]["l1_teacher"], rel=1e-5
+    )
+
+
+def test_kd_runs_both_stages(teacher, data_dir, tmp_path):
+    cfg = config(
+        data_dir,
+        "loop.steps=2",
+        "distill.kind=kd",
+        "distill.at_steps=3",
+        f"distill.teacher={teacher / 'model.pt'}",
+    )
+    train("recon-student", cfg, tmp_path / "kd")
+    assert load_checkpoint(tmp_path / "kd" / "at" / "last.pt")["step"] == 3
+    final = load_checkpoint(tmp_path / "kd" / "model.pt", task="recon")
+    assert final["step"] == 2 and final["config"]["distill"]["kind"] == "kd"
+    # two cascades of the 3-conv student with 8 channels: (9*8+8) + (9*64+8) + (9*8+1)
+    assert final["params"] == 2 * (80 + 584 + 73)
+
+
+def test_resume_continues_exactly(data_dir, tmp_path):
+    straight = tmp_path / "straight"
+    train("sr-student", config(data_dir, "loop.steps=4"), straight)
+    split = tmp_path / "split"
+    train("sr-student", config(data_dir, "loop.steps=2", "loop.checkpoint_every=2"), split)
+    with pytest.raises(InputError, match="already holds a run"):
+        train("sr-student", config(data_dir, "loop.steps=4"), split)
+    train("sr-student", config(data_dir, "loop.steps=4"), split, resume=True)
+    a = load_checkpoint(straight / "last.pt")
+    b = load_checkpoint(split / "last.pt")
+    assert a["step"] == b["step"] == 4
+    for name, value in a["modules"]["model"].items():
+        torch.testing.assert_close(value, b["modules"]["model"][name], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "extra,role,match",
+    [
+        (["distill.kind=magic"], "recon-student", "distill.kind"),
+        (["distill.kind=at"], "recon-student", "distill.teacher"),
+        (["mask.kind=radial"], "recon-teacher", "mask.kind"),
+        (["distill.alpha=2"], "recon-student", "alpha"),
+        ([], "denoise-teacher", "role"),
+    ],
+)
+def test_bad_configs_raise_one_line(data_dir, tmp_path, extra, role, match):
+    with pytest.raises(InputError, match=match) as err:
+        train(role, config(data_dir, *extra), tmp_path / "bad")
+    assert "\n" not in str(err.value)
+
+
+def test_teacher_with_another_mask_is_rejected(teacher, data_dir, tmp_path):
+    cfg = config(
+        data_dir,
+        "mask.acceleration=8",
+        "distill.kind=at",
+        f"distill.teacher={teacher / 'model.pt'}",
+    )
+    with pytest.raises(InputError, match="another undersampling mask"):
+        train("recon-student", cfg, tmp_path / "s")
+    cfg = config(data_dir, "distill.kind=at", f"distill.teacher={teacher / 'model.pt'}")
+    with pytest.raises(InputError, match="needs a sr-teacher"):
+        train("sr-student", cfg, tmp_path / "s2")
