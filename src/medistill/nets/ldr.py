@@ -159,22 +159,4 @@ class LDRStudentFast(_LDRNet):
         flow_kernel: kernel size of the flow convolution, 1 or 3.
     """
 
-    def __init__(
-        self,
-        ndim: int = 3,
-        widths: Sequence[int] = (16, 32, 64, 128),
-        in_channels: int = 2,
-        flow_multiplier: float = 1.0,
-        flow_level: int = 2,
-        up_kernel: int = 2,
-        flow_kernel: int = 1,
-    ) -> None:
-        super().__init__(
-            ndim,
-            widths,
-            in_channels,
-            flow_multiplier,
-            flow_level=flow_level,
-            up_kernel=up_kernel,
-            flow_kernel=flow_kernel,
-        )
+    # the shared implementation's defaults are this variant's (flow_level 2, 2x2x2, 1x1x1)
