@@ -93,9 +93,9 @@ class RegistrationTask:
             out = model(fixed, moving)
         disp = out.disp.float()
         l_sim = correlation_loss(fixed, out.warped.float())
-        l_smooth = sum(smoothness_loss(u.float()) for u in out.increments) if out.increments else 0
+        l_smooth = sum((smoothness_loss(u.float()) for u in out.increments), l_sim.new_zeros(()))
         l_rec = l_sim + cfg.loss.smooth * l_smooth
-        logs: dict[str, float] = {"sim": float(l_sim.detach()), "smooth": float(l_smooth)}
+        logs: dict[str, float] = {"sim": float(l_sim.detach()), "smooth": float(l_smooth.detach())}
         if out.affine is not None:
             a = out.affine[0].float()
             l_det, l_ortho = affine_det_loss(a), affine_ortho_loss(a)
