@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medistill.train import LoopConfig
-
-PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "recon"
+from medistill.train.config import preset_files
 
 __all__ = [
     "DataConfig",
@@ -27,7 +26,7 @@ __all__ = [
 
 def presets() -> dict[str, Path]:
     """Preset name -> YAML file shipped with the package."""
-    return {p.stem: p for p in sorted(PRESET_DIR.glob("*.yaml"))}
+    return preset_files("recon")
 
 
 @dataclass

@@ -10,13 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medistill.train import LoopConfig
-
-PRESET_DIR = Path(__file__).resolve().parents[1] / "configs" / "registration"
+from medistill.train.config import preset_files
 
 
 def presets() -> dict[str, Path]:
     """Preset name -> YAML file shipped with the package."""
-    return {p.stem: p for p in sorted(PRESET_DIR.glob("*.yaml"))}
+    return preset_files("registration")
 
 
 @dataclass

@@ -69,6 +69,12 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
     return cls(**kwargs)
 
 
+def preset_files(task: str) -> dict[str, Path]:
+    """Preset name -> YAML file shipped with the package in ``medistill/configs/<task>/``."""
+    folder = Path(__file__).resolve().parents[1] / "configs" / task
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
 def _parse_value(text: str) -> Any:
     return yaml.safe_load(text)
 
