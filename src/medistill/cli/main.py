@@ -29,7 +29,7 @@ def _root() -> None:
 
 
 def _register_commands() -> None:
-    from medistill.cli import info, recon, registration, selfcheck
+    from medistill.cli import info, labeltransfer, recon, registration, selfcheck
 
     app.command("info")(info.info)
     app.command("selfcheck")(selfcheck.selfcheck)
@@ -40,6 +40,7 @@ def _register_commands() -> None:
     app.command("demo")(registration.demo)
     app.command("bench")(registration.bench)
     app.command("reconstruct")(recon.reconstruct)
+    app.command("segment")(labeltransfer.segment)
 
 
 _register_commands()

@@ -14,26 +14,9 @@ import typer
 
 from medistill.errors import InputError
 
-ROLE_HELP = (
-    "recon-teacher / recon-student (DC-CNN 5x5 / 5x3) or sr-teacher / sr-student (VDSR 11 / 7)."
-)
-
 
 def train_recon(
-    role: Annotated[str, typer.Argument(help=ROLE_HELP)],
-    config: Annotated[
-        str, typer.Option(help="YAML file or preset name (cpu-128, paper-256, demo, test).")
-    ],
-    out: Annotated[Path, typer.Option(help="Run folder (checkpoints, log, config).")],
-    resume: Annotated[bool, typer.Option(help="Continue the run in --out from last.pt.")] = False,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            help="Override a config value, e.g. --set distill.kind=kd "
-            "--set distill.teacher=runs/teacher/model.pt.",
-        ),
-    ] = None,
+    role: str, config: str, out: Path, resume: bool = False, set_: list[str] | None = None
 ) -> None:
     """Train a reconstruction or super-resolution network; students distil per the config's
     'distill' section (kind: none, at, imitation, kd; teacher: checkpoint)."""

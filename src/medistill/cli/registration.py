@@ -13,14 +13,18 @@ from medistill.errors import InputError
 
 ROLE_HELP = (
     "Registration: teacher (RCN), student (LDR), voxelmorph. Reconstruction: recon-teacher, "
-    "recon-student, sr-teacher, sr-student."
+    "recon-student, sr-teacher, sr-student. Label transfer: labeltransfer (LT-Net)."
 )
 
 
 def train(
     role: Annotated[str, typer.Argument(help=ROLE_HELP)],
     config: Annotated[
-        str, typer.Option(help="YAML file or preset name (cpu-64, paper-128, demo).")
+        str,
+        typer.Option(
+            help="YAML file or preset name (registration: cpu-64, paper-128, demo; recon: "
+            "cpu-128, paper-256, demo; labeltransfer: cpu-64, cpu-2d, demo, paper-128)."
+        ),
     ],
     out: Annotated[Path, typer.Option(help="Run folder (checkpoints, log, config).")],
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from last.pt.")] = False,
@@ -29,7 +33,8 @@ def train(
         typer.Option("--set", help="Override a config value, e.g. --set loop.steps=500."),
     ] = None,
 ) -> None:
-    """Train a registration network (distillation settings in the config's 'distill' section)."""
+    """Train a network: registration (distillation in the config's 'distill' section),
+    reconstruction / super-resolution, or LT-Net label transfer."""
     from medistill.recon.model import ROLES as RECON_ROLES
     from medistill.registration.config import RegistrationConfig, presets
     from medistill.registration.model import ROLES
@@ -41,8 +46,13 @@ def train(
 
         train_recon(role, config, out, resume, set_)
         return
+    if role == "labeltransfer":
+        from medistill.cli.labeltransfer import train_labeltransfer
+
+        train_labeltransfer(config, out, resume, set_)
+        return
     if role not in ROLES:
-        known = ", ".join((*ROLES, *RECON_ROLES))
+        known = ", ".join((*ROLES, *RECON_ROLES, "labeltransfer"))
         raise InputError(f"train: unknown model {role!r}; expected one of {known}")
     cfg = load_config(RegistrationConfig, config, presets=presets(), overrides=list(set_ or []))
     state = run(role, cfg, out, resume=resume)
@@ -93,7 +103,8 @@ def evaluate(
         typer.Option(help="Registration: CSV fixed, moving, fixed_labels, moving_labels."),
     ] = None,
     labels: Annotated[
-        str | None, typer.Option(help="Registration: label values to score (default: all).")
+        str | None,
+        typer.Option(help="Registration / label transfer: label values to score (default: all)."),
     ] = None,
     affine_only: Annotated[
         bool, typer.Option(help="Registration: apply only the affine stem ('affine only').")
@@ -105,12 +116,37 @@ def evaluate(
     acceleration: Annotated[
         float | None, typer.Option(help="Reconstruction: undersampling factor.")
     ] = None,
+    images_csv: Annotated[
+        Path | None, typer.Option(help="Label transfer: CSV with columns image, labels.")
+    ] = None,
+    atlas: Annotated[
+        Path | None,
+        typer.Option(help="Label transfer: atlas image (default: the checkpoint's atlas)."),
+    ] = None,
+    atlas_labels: Annotated[
+        Path | None, typer.Option(help="Label transfer: atlas labels on the atlas's grid.")
+    ] = None,
 ) -> None:
-    """Evaluate a checkpoint: registration pairs (Dice, HD95, folding...) or reconstruction
-    images (PSNR, SSIM, NMSE), by the task stored in the checkpoint."""
+    """Evaluate a checkpoint: registration pairs (Dice, HD95, folding...), reconstruction
+    images (PSNR, SSIM, NMSE) or label transfer (Dice per structure), by the task stored in
+    the checkpoint."""
     from medistill.train import load_checkpoint
 
     task = load_checkpoint(model).get("task")
+    if task == "labeltransfer":
+        if images_csv is None:
+            raise InputError("evaluate: a label-transfer checkpoint needs --images-csv")
+        from medistill.cli.labeltransfer import evaluate_labeltransfer
+
+        evaluate_labeltransfer(
+            model=model,
+            images=images_csv,
+            out=out,
+            atlas=atlas,
+            atlas_labels=atlas_labels,
+            labels=labels,
+        )
+        return
     if task == "recon":
         if not images:
             raise InputError("evaluate: a reconstruction checkpoint needs --images")
@@ -146,7 +182,7 @@ def models(
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder (report.html, checkpoints).")],
     task: Annotated[
-        str, typer.Argument(help="registration (more tasks to come).")
+        str, typer.Argument(help="registration, recon or labeltransfer.")
     ] = "registration",
     config: Annotated[str, typer.Option(help="Preset or YAML for the registration demo.")] = "demo",
     set_: Annotated[
@@ -159,8 +195,15 @@ def demo(
 
         demo_recon(out, config=config, sr=True, set_=set_)
         return
+    if task == "labeltransfer":
+        from medistill.cli.labeltransfer import demo_labeltransfer
+
+        demo_labeltransfer(out, config=config, set_=set_)
+        return
     if task != "registration":
-        raise InputError(f"demo: unknown task {task!r}; available: registration, recon")
+        raise InputError(
+            f"demo: unknown task {task!r}; available: registration, recon, labeltransfer"
+        )
     from medistill.registration.demo import run_demo
 
     summary = run_demo(out, config=config, overrides=list(set_ or []))

@@ -1,0 +1,227 @@
+"""Label-transfer ablation (LT-Net, one-shot segmentation) on held-out labelled subjects.
+
+Data: T1-like images synthesised from the label maps in ../shared/data/labelmaps: map 0 is the
+labelled atlas, maps 1..15 give unlabelled training images, the last 4 maps are the held-out
+labelled subjects (their labels are used only for scoring). With tissue labels the real brains of
+../shared/data/brain3d (OASIS A/B tissue maps, the VoxelMorph subject's aseg) are scored too, on
+the OASIS 3-class scheme (1 CSF + GM, 2 WM).
+
+Rows: no registration; forward-only registration (VoxelMorph-style: G_F with L_sim + L_smooth);
+forward-only plus each cycle term (image, transformation, anatomy, difference) and plus the GAN;
+full LT-Net; and, with --student, a distilled registration student (a `medistill train student`
+checkpoint) applied atlas -> image for label transfer. Dice per structure and mean.
+
+Usage (from the repository root; background; hours at --scale 1 on 2 CPU cores):
+
+    nohup python benchmarks/labeltransfer_results.py --out runs/lt_results \\
+        [--student runs/results/student1_aldk/model.pt] [--scale 1.0] > lt.log 2>&1 &
+
+Resumable: finished rows (model.pt and eval/summary.json present) are not recomputed; an
+interrupted training resumes from its last.pt. Skips with a message when ../shared/data is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = (ROOT / ".." / "shared" / "data").resolve()
+sys.path.insert(0, str(ROOT / "src"))
+# FreeSurfer-conformed volumes (the VoxelMorph subject) are LIA with 1 mm voxels
+LIA = np.array([[-1.0, 0, 0, 80], [0, 0, 1, -112], [0, -1, 0, 96], [0, 0, 0, 1]])
+ALL_CYCLE = ("gan", "cyc", "anatomy", "trans", "diff")
+
+# row name -> (folder, loss terms switched on besides sim + smooth)
+ROWS = {
+    "forward-only (VoxelMorph-style)": ("forward", ()),
+    "+ image cycle": ("cyc", ("cyc",)),
+    "+ transformation cycle": ("trans", ("trans",)),
+    "+ anatomy cycle": ("anatomy", ("anatomy",)),
+    "+ difference cycle": ("diff", ("diff",)),
+    "+ GAN": ("gan", ("gan",)),
+    "LT-Net (all terms)": ("ltnet", ALL_CYCLE),
+}
+
+
+def real_eval_set(folder: Path, atlas_labels: Path) -> Path:
+    """Real brains with OASIS-scheme labels, the atlas labels mapped to that scheme, a CSV."""
+    from medistill.data import aseg_to_tissue, tissue_to_oasis
+    from medistill.io import Image, check_same_grid, load, save
+
+    folder.mkdir(parents=True, exist_ok=True)
+    brain = SHARED / "brain3d"
+    rows = ["image,labels"]
+    for s in ("A", "B"):
+        image = load(brain / f"oasis_{s}.nii.gz")
+        labels = check_same_grid(image, load(brain / f"oasis_{s}_tissue.nii.gz", is_label=True))
+        save(image, folder / f"oasis_{s}.nii.gz")
+        save(labels, folder / f"oasis_{s}_seg.nii.gz")
+        rows.append(f"oasis_{s}.nii.gz,oasis_{s}_seg.nii.gz")
+    vol = load(brain / "vxm_subject.npz")
+    seg = load(brain / "vxm_subject.npz", key="seg")
+    save(Image(vol.data, LIA), folder / "vxm.nii.gz")
+    oasis = np.asarray(tissue_to_oasis(aseg_to_tissue(seg.data))).astype(np.int32)
+    save(Image(oasis, LIA, is_label=True), folder / "vxm_seg.nii.gz")
+    rows.append("vxm.nii.gz,vxm_seg.nii.gz")
+    atlas = load(atlas_labels, is_label=True)
+    mapped = np.asarray(tissue_to_oasis(atlas.data)).astype(np.int32)
+    save(atlas.with_data(mapped), folder / "atlas_oasis_seg.nii.gz")
+    (folder / "images.csv").write_text("\n".join(rows) + "\n")
+    return folder / "images.csv"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "lt_results")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count")
+    parser.add_argument("--steps", type=int, default=1500, help="training steps at --scale 1")
+    parser.add_argument("--preset", default="cpu-64", help="label-transfer preset (cpu-64, ...)")
+    parser.add_argument("--labels", default="aseg-tissue", choices=("aseg-tissue", "keep"))
+    parser.add_argument("--student", type=Path, default=None, help="registration checkpoint")
+    parser.add_argument("--only", nargs="*", default=None, help="run only these rows")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="extra config override, e.g. loop.threads=2",
+    )
+    args = parser.parse_args()
+    if not (SHARED / "labelmaps").is_dir():
+        print(f"skipped: real data not found at {SHARED}")
+        return 0
+    import torch
+
+    from medistill.io import load
+    from medistill.labeltransfer import LabelTransferConfig, presets, train
+    from medistill.labeltransfer.data import build_data, heldout_subjects, write_eval_set
+    from medistill.labeltransfer.demo import identity_row
+    from medistill.labeltransfer.evaluate import evaluate, evaluate_transfer
+    from medistill.train import load_config
+
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    steps = max(2, int(args.steps * args.scale))
+    base = [
+        "data.source=labelmaps",
+        f"data.path={SHARED / 'labelmaps'}",
+        f"data.labels={args.labels}",
+        "data.heldout=4",
+        "data.atlas_index=0",
+        "loop.progress=false",
+        f"loop.steps={steps}",
+        f"loop.lr_decay_steps=[{int(steps * 0.7)}]",
+        f"loss.cycle_start={steps // 3}",
+        f"loop.checkpoint_every={max(1, min(100, steps // 10))}",
+        *args.overrides,
+    ]
+    cfg = load_config(LabelTransferConfig, args.preset, presets=presets(), overrides=base)
+    t0 = time.perf_counter()
+    data = build_data(cfg.data)
+    images_csv, _, atlas_labels = write_eval_set(
+        out / "heldout", data.atlas, heldout_subjects(cfg.data)
+    )
+    real_csv = None
+    # the real brains are 3-D volumes: scored only by 3-D models
+    if args.labels == "aseg-tissue" and (SHARED / "brain3d").is_dir() and cfg.model.ndim == 3:
+        real_csv = real_eval_set(out / "real", atlas_labels)
+    print(f"data ready in {time.perf_counter() - t0:.0f} s: {data.description}", flush=True)
+    labels = [int(v) for v in data.atlas.values.tolist() if v != 0]
+    path = out / "results.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results["no registration"] = {"heldout": identity_row(images_csv, atlas_labels, labels)}
+
+    def score(name: str, run: Path, fn) -> None:
+        entry = results.get(name, {})
+        for key, csv_path, extra in (("heldout", images_csv, {}), ("real", real_csv, "real")):
+            if csv_path is None:
+                continue
+            target = run / ("eval" if key == "heldout" else "eval_real")
+            if not (target / "summary.json").exists():
+                fn(csv_path, target, extra)
+            entry[key] = json.loads((target / "summary.json").read_text())
+        results[name] = entry
+        path.write_text(json.dumps(results, indent=2))
+
+    for name, (folder, terms) in ROWS.items():
+        if args.only and name not in args.only:
+            continue
+        run = out / folder
+        rcfg = load_config(LabelTransferConfig, args.preset, presets=presets(), overrides=base)
+        for term in ALL_CYCLE:
+            setattr(rcfg.loss, term, 1.0 if term in terms else 0.0)
+        t = time.perf_counter()
+        if not (run / "model.pt").exists():
+            print(f"training {name} ({steps} steps) in {run}", flush=True)
+            train(rcfg, run, resume=(run / "last.pt").exists(), data=data)
+
+        def run_eval(csv_path, target, extra, run=run):
+            kw = {}
+            if extra == "real":
+                kw = {
+                    "atlas": out / "heldout" / "atlas.nii.gz",
+                    "atlas_labels": out / "real" / "atlas_oasis_seg.nii.gz",
+                }
+            evaluate(run / "model.pt", csv_path, target, **kw)
+
+        score(name, run, run_eval)
+        results[name]["wall_s"] = results[name].get("wall_s", 0.0) + time.perf_counter() - t
+        print(f"{name}: Dice {results[name]['heldout']['dice_mean']:.3f}", flush=True)
+
+    if args.student is not None and (not args.only or "distilled student" in args.only):
+        from medistill.registration.model import load_model
+
+        model, ckpt, scfg = load_model(args.student)
+        shape = tuple(scfg.data.shape)
+        atlas_img = load(out / "heldout" / "atlas.nii.gz")
+        name = f"distilled student ({ckpt.get('role')}, {scfg.distill.mode})"
+
+        def student_eval(csv_path, target, extra):
+            lab = out / ("real/atlas_oasis_seg.nii.gz" if extra == "real" else atlas_labels)
+            with torch.inference_mode():
+                evaluate_transfer(
+                    model,
+                    shape,
+                    atlas_img,
+                    load(lab, is_label=True),
+                    csv_path,
+                    target,
+                    meta={"checkpoint": str(args.student)},
+                )
+
+        score(name, out / "student", student_eval)
+        print(f"{name}: Dice {results[name]['heldout']['dice_mean']:.3f}", flush=True)
+    path.write_text(json.dumps(results, indent=2))
+    write_table(out, results, steps)
+    return 0
+
+
+def write_table(out: Path, results: dict, steps: int) -> None:
+    """``results.md``: Dice per structure and mean on the held-out (and real) subjects."""
+    tissue, oasis = {1: "CSF", 2: "GM", 3: "WM"}, {1: "CSF+GM", 2: "WM"}
+    lines = [f"Label transfer ablation ({steps} training steps per row)", ""]
+    for key, title in (("heldout", "held-out synthesised subjects"), ("real", "real brains")):
+        names = oasis if key == "real" else tissue
+        rows = [(n, r[key]) for n, r in results.items() if key in r]
+        if not rows:
+            continue
+        labels = sorted({int(k) for _, s in rows for k in s.get("dice_per_label", {})})
+        head = ["model", "Dice mean", "sd"] + [names.get(k, str(k)) for k in labels]
+        lines += [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for n, s in rows:
+            cells = [n, f"{s['dice_mean']:.3f}", f"{s.get('dice_sd', float('nan')):.3f}"]
+            cells += [f"{s['dice_per_label'].get(str(k), float('nan')):.3f}" for k in labels]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

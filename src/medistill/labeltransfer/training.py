@@ -1,0 +1,319 @@
+"""Training LT-Net with the shared loop: the generators ``G_F``, ``G_B`` and the discriminator.
+
+One step (batch of unlabelled images ``u``, the atlas ``l``, ``l_s``):
+
+1. the generators run: ``Delta_F = G_F(l, u)``, ``u_bar``, ``u_bar_s``; ``Delta_B = G_B(u_bar, l)``,
+   ``l_bar``, ``l_bar_s``;
+2. discriminator step (GAN on): least-squares loss with ``u`` real and ``u_bar`` (detached) fake;
+3. generator step (``ctx.optimize``: non-finite steps skipped, optional gradient clipping):
+   ``L = gan L_GAN + sim L_sim + lambda1 cyc L_cyc + lambda2 (anatomy L_anat +
+   smooth (L_smooth(Delta_F) + L_smooth(Delta_B)) + trans L_trans + diff L_diff)`` with the
+   discriminator frozen; both generators are updated by one optimiser.
+
+During the first ``loss.cycle_start`` steps (warm-up) the cycle terms see ``Delta_F`` and
+``u_bar`` without gradient: ``G_F`` learns from ``L_sim``, ``L_smooth`` and ``L_GAN`` while ``G_B``
+learns to invert it; afterwards every term trains both generators (optionally ramped in over
+``loss.cycle_ramp`` steps).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from medistill.errors import InputError
+from medistill.labeltransfer import losses as L
+from medistill.labeltransfer.config import LabelTransferConfig, uses_backward
+from medistill.labeltransfer.data import TransferData, build_data
+from medistill.labeltransfer.model import (
+    CYCLE_WARPS,
+    LTNetOutput,
+    build_discriminator,
+    build_model,
+    checkpoint_meta,
+    export_model,
+    one_hot,
+)
+from medistill.train import StepContext, Trainer
+from medistill.typing import PathLike
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LabelTransferTask", "generator_terms", "total_loss", "train"]
+
+TERMS = ("gan", "sim", "cyc", "anatomy", "smooth", "trans", "diff")
+
+
+def generator_terms(
+    cfg: LabelTransferConfig,
+    out: LTNetOutput,
+    atlas: Tensor,
+    atlas_onehot: Tensor,
+    image: Tensor,
+    channels: Tensor,
+    fake_scores: Tensor | None = None,
+    detach_forward: bool = False,
+) -> dict[str, Tensor]:
+    """The enabled LT-Net terms of one generator step (unweighted).
+
+    Args:
+        cfg: the run's config (weights decide which terms are computed).
+        out: the generators' outputs.
+        atlas: ``(B, 1, *S)`` atlas image ``l``.
+        atlas_onehot: ``(B, L, *S)`` one-hot atlas labels ``l_s``.
+        image: ``(B, 1, *S)`` unlabelled images ``u``.
+        channels: ``(K,)`` indices of the label channels scored by the anatomy and difference
+            cycles.
+        fake_scores: discriminator scores of ``u_bar`` (needed when ``gan > 0``).
+        detach_forward: the cycle terms see ``Delta_F`` and ``u_bar_s`` without gradient (they
+            train ``G_B`` only; run the generators with the same flag).
+
+    Returns:
+        ``{term: scalar}`` for every term with a positive weight.
+    """
+    w = cfg.loss
+    terms: dict[str, Tensor] = {}
+    disp_f, warped = out.disp.float(), out.warped.float()
+    if w.gan > 0:
+        if fake_scores is None:
+            raise InputError("generator_terms(): the GAN term needs 'fake_scores'")
+        terms["gan"] = L.generator_gan_loss(fake_scores)
+    if w.sim > 0:
+        terms["sim"] = L.similarity_loss(image.float(), warped, window=w.window)
+    smooth = None
+    if w.smooth > 0:
+        smooth = L.smooth_loss(disp_f, w.smooth_penalty)
+    if out.disp_backward is None:
+        if smooth is not None:
+            terms["smooth"] = smooth
+        return terms
+    disp_b = out.disp_backward.float()
+    f_disp = disp_f.detach() if detach_forward else disp_f
+    f_probs = out.warped_probs.detach() if detach_forward else out.warped_probs
+    if smooth is not None:
+        terms["smooth"] = smooth + L.smooth_loss(disp_b, w.smooth_penalty)
+    if w.cyc > 0:
+        terms["cyc"] = L.image_cycle_loss(atlas.float(), out.cycled.float())
+    if w.trans > 0:
+        terms["trans"] = L.transformation_cycle_loss(f_disp, disp_b, w.eps, w.gamma)
+    labels = atlas_onehot.index_select(1, channels)
+    if w.anatomy > 0:
+        cycled = out.cycled_probs.float().index_select(1, channels)
+        terms["anatomy"] = L.anatomy_cycle_loss(labels, cycled)
+    if w.diff > 0:
+        terms["diff"] = L.difference_cycle_loss(
+            labels,
+            f_probs.float().index_select(1, channels),
+            out.cycled_probs.float().index_select(1, channels),
+            w.eps,
+            w.gamma,
+        )
+    return terms
+
+
+def in_warmup(cfg: LabelTransferConfig, step: int | None) -> bool:
+    """Whether ``step`` lies in the warm-up in which the cycle terms train ``G_B`` only."""
+    return step is not None and step < cfg.loss.cycle_start
+
+
+def cycle_factor(cfg: LabelTransferConfig, step: int | None) -> float:
+    """Factor of the cycle terms at ``step``: 1 during the warm-up (they train ``G_B`` only),
+    then rising linearly from 0 to 1 over ``cycle_ramp`` steps (1 at once without a ramp, and
+    when ``step`` is None)."""
+    if step is None or in_warmup(cfg, step):
+        return 1.0
+    ramp = cfg.loss.cycle_ramp
+    if ramp <= 0:
+        return 1.0
+    return min(1.0, (step - cfg.loss.cycle_start) / ramp)
+
+
+def total_loss(
+    cfg: LabelTransferConfig, terms: dict[str, Tensor], step: int | None = None
+) -> Tensor:
+    """``gan L_GAN + sim L_sim + lambda1 cyc L_cyc + lambda2 (anatomy L_anat + smooth L_smooth +
+    trans L_trans + diff L_diff)`` over the terms present; the cycle terms (``cyc``, ``anatomy``,
+    ``trans``, ``diff``) times :func:`cycle_factor` at ``step``."""
+    w = cfg.loss
+    ramp = cycle_factor(cfg, step)
+    weights = {
+        "gan": w.gan,
+        "sim": w.sim,
+        "cyc": ramp * w.lambda1 * w.cyc,
+        "anatomy": ramp * w.lambda2 * w.anatomy,
+        "smooth": w.lambda2 * w.smooth,
+        "trans": ramp * w.lambda2 * w.trans,
+        "diff": ramp * w.lambda2 * w.diff,
+    }
+    total = None
+    for name, value in terms.items():
+        part = weights[name] * value
+        total = part if total is None else total + part
+    if total is None:
+        raise InputError("loss: every LT-Net term is switched off (all weights 0)")
+    return total
+
+
+class LabelTransferTask:
+    """The :class:`~medistill.train.TrainTask` of LT-Net.
+
+    Modules: ``generators`` (:class:`~medistill.labeltransfer.model.LTNet`) and, with the GAN term,
+    ``discriminator``; one Adam optimiser each.
+    """
+
+    def __init__(self, cfg: LabelTransferConfig, data: TransferData) -> None:
+        self.cfg = cfg
+        self.data = data
+        self.net = build_model(cfg)
+        self.disc = build_discriminator(cfg)
+        atlas = data.atlas
+        self.onehot = one_hot(atlas.labels[None], atlas.values)  # (1, L, *S)
+        keep = [
+            i for i, v in enumerate(atlas.values.tolist()) if cfg.loss.include_background or v != 0
+        ]
+        if not keep:
+            raise InputError("atlas labels hold no structure besides background 0")
+        self.channels = torch.tensor(keep, dtype=torch.long)
+        self.last_disc: dict[str, float] = {}
+
+    # -- TrainTask
+    def modules(self) -> dict[str, torch.nn.Module]:
+        mods: dict[str, torch.nn.Module] = {"generators": self.net}
+        if self.disc is not None:
+            mods["discriminator"] = self.disc
+        return mods
+
+    def optimizers(self, modules, lr: float) -> dict[str, torch.optim.Optimizer]:
+        opts = {"generators": torch.optim.Adam(modules["generators"].parameters(), lr=lr)}
+        if "discriminator" in modules:
+            opts["discriminator"] = torch.optim.Adam(
+                modules["discriminator"].parameters(), lr=self.cfg.gan.lr, betas=(0.5, 0.999)
+            )
+        return opts
+
+    def make_batch(self, step: int, rank: int, generator: torch.Generator) -> dict[str, Any]:
+        images = [self.data.images.sample(generator) for _ in range(self.cfg.loop.batch_size)]
+        return {
+            "image": torch.stack(images).float(),
+            "atlas": self.data.atlas.image[None].float(),
+            "atlas_onehot": self.onehot,
+            "channels": self.channels,
+        }
+
+    def training_step(self, batch: dict[str, Any], step: int, ctx: StepContext) -> dict[str, float]:
+        net = ctx.modules["generators"]
+        image, atlas, onehot = batch["image"], batch["atlas"], batch["atlas_onehot"]
+        batch_size = image.shape[0]
+        atlas = atlas.expand(batch_size, *atlas.shape[1:])
+        onehot = onehot.expand(batch_size, *onehot.shape[1:])
+        warmup = in_warmup(self.cfg, step)
+        with ctx.autocast():
+            out = net(atlas, onehot, image, warmup)
+        logs: dict[str, float] = {}
+        fake_scores = None
+        disc = ctx.modules.get("discriminator")
+        if disc is not None:
+            disc.requires_grad_(True)
+            with ctx.autocast():
+                scores = disc(torch.cat([image, out.warped.detach().to(image.dtype)]))
+            d_loss = L.discriminator_loss(scores[:batch_size], scores[batch_size:])
+            d_info = ctx.optimize("discriminator", d_loss)
+            logs["disc"] = float(d_loss.detach())
+            logs["disc_grad_norm"] = d_info["grad_norm"]
+            disc.requires_grad_(False)  # the generator step must not move the discriminator
+            with ctx.autocast():
+                fake_scores = disc(out.warped)
+        terms = generator_terms(self.cfg, out, atlas, onehot, image, batch["channels"], fake_scores)
+        loss = total_loss(self.cfg, terms, step)
+        info = ctx.optimize("generators", loss)
+        if disc is not None:
+            disc.requires_grad_(True)
+        logs.update({k: float(v.detach()) for k, v in terms.items()})
+        logs["loss"] = float(loss.detach())
+        logs.update(info)
+        return logs
+
+
+def check_config(cfg: LabelTransferConfig) -> None:
+    """Consistency checks of a config before anything is built.
+
+    Raises:
+        InputError: on a shape that does not match ``model.ndim`` or is not a multiple of 16,
+            an unknown smoothness penalty, or every term switched off.
+    """
+    shape = tuple(cfg.data.shape)
+    if cfg.model.ndim not in (2, 3):
+        raise InputError(f"model.ndim must be 2 or 3, got {cfg.model.ndim}")
+    if len(shape) != cfg.model.ndim:
+        raise InputError(f"data.shape {shape} does not have model.ndim={cfg.model.ndim} axes")
+    if any(s % 16 or s < 16 for s in shape):
+        raise InputError(f"data.shape {shape}: sizes must be multiples of 16 (U-Net downsampling)")
+    if cfg.loss.smooth_penalty not in L.SMOOTH_PENALTIES:
+        raise InputError(
+            f"loss.smooth_penalty must be one of {L.SMOOTH_PENALTIES}, "
+            f"got {cfg.loss.smooth_penalty!r}"
+        )
+    weights = [getattr(cfg.loss, t) for t in TERMS]
+    if cfg.loss.cycle_ramp < 0 or cfg.loss.cycle_start < 0:
+        raise InputError(
+            f"loss.cycle_start and loss.cycle_ramp must be >= 0 steps, got "
+            f"{cfg.loss.cycle_start}, {cfg.loss.cycle_ramp}"
+        )
+    if cfg.model.cycle_warp not in CYCLE_WARPS:
+        raise InputError(
+            f"model.cycle_warp must be one of {CYCLE_WARPS}, got {cfg.model.cycle_warp!r}"
+        )
+    if any(w < 0 for w in weights) or not any(w > 0 for w in weights):
+        raise InputError(f"loss weights must be >= 0 with at least one > 0, got {weights}")
+    if not uses_backward(cfg.loss) and cfg.loss.sim <= 0 and cfg.loss.gan <= 0:
+        raise InputError("loss: the forward generator needs loss.sim > 0 or loss.gan > 0")
+
+
+def train(
+    cfg: LabelTransferConfig,
+    out: PathLike,
+    *,
+    resume: bool = False,
+    data: TransferData | None = None,
+) -> dict[str, Any]:
+    """Train LT-Net into ``out``.
+
+    Writes ``out/last.pt`` (resumable state), ``out/model.pt`` (slim inference checkpoint with the
+    atlas), ``out/config.yaml`` and ``out/log.jsonl``. Returns the final state.
+
+    Args:
+        cfg: the run's config.
+        out: run folder.
+        resume: continue from ``out/last.pt``.
+        data: atlas and unlabelled images (default: built from ``cfg.data``).
+    """
+    from medistill.train import save_config
+
+    check_config(cfg)
+    out = Path(out)
+    data = data if data is not None else build_data(cfg.data)
+    if tuple(data.atlas.image.shape[1:]) != tuple(cfg.data.shape):
+        raise InputError(
+            f"atlas grid {tuple(data.atlas.image.shape[1:])} differs from data.shape "
+            f"{tuple(cfg.data.shape)}"
+        )
+    task = LabelTransferTask(cfg, data)
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    if main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+        log.info("label transfer data: %s", data.description)
+    shape = (1, 1, *cfg.data.shape)
+    state = Trainer(cfg.loop, out, resume=resume).fit(
+        task,
+        extra_state=lambda: checkpoint_meta(cfg, task.net, data.atlas),
+        example_inputs=lambda: (torch.rand(shape), task.onehot, torch.rand(shape)),
+    )
+    if state and main_process:
+        export_model(state, out / "model.pt")
+    return state
