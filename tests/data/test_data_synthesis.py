@@ -16,6 +16,7 @@ from medistill.data.synthesis import (
     map_labels,
     random_bias_field,
     random_intensity_augment,
+    strip_extracerebral,
     synth_image_from_labels,
     tissue_to_oasis,
 )
@@ -283,3 +284,11 @@ def test_pair_generator_rejects_bad_input():
         SynthPairGenerator([])
     with pytest.raises(InputError, match="label_interp"):
         SynthPairGenerator([torch.zeros(8, 8)], label_interp="linear")
+
+
+def test_strip_extracerebral_keeps_only_brain_labels():
+    labels = np.array([[0, 2, 3, 24], [502, 530, 41, 1035]])
+    np.testing.assert_array_equal(
+        strip_extracerebral(labels), np.array([[0, 2, 3, 0], [0, 0, 41, 1035]])
+    )
+    assert labels[0, 3] == 24  # the input is not modified

@@ -34,6 +34,7 @@ from medistill.data.synthesis import (
     map_labels,
     random_bias_field,
     random_intensity_augment,
+    strip_extracerebral,
     synth_image_from_labels,
     tissue_to_oasis,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "mni_atlas",
     "random_bias_field",
     "random_intensity_augment",
+    "strip_extracerebral",
     "synth_image_from_labels",
     "tissue_to_oasis",
     "PairDataset",

@@ -187,6 +187,20 @@ def aseg_to_tissue(labels: Tensor | np.ndarray | Image) -> Tensor | np.ndarray |
     return map_labels(labels, _aseg_class)
 
 
+EXTRACEREBRAL_FROM = 500
+"""FreeSurfer / SynthSeg label values from 500 on lie outside the brain (skull, scalp, ...)."""
+OUTER_CSF = 24
+"""SynthSeg's CSF label, which also covers the fluid outside the skull down to the neck."""
+
+
+def strip_extracerebral(labels: np.ndarray) -> np.ndarray:
+    """A skull-stripped copy of an aseg / SynthSeg label map: labels ``>= 500`` and the outer CSF
+    label 24 become background 0, so a working grid around the content is around the brain."""
+    labels = np.asarray(labels)
+    outside = (labels >= EXTRACEREBRAL_FROM) | (labels == OUTER_CSF)
+    return np.where(outside, 0, labels)
+
+
 def tissue_to_oasis(labels: Tensor | np.ndarray | Image) -> Tensor | np.ndarray | Image:
     """Map tissue classes 0-3 onto the OASIS test maps' scheme (see :data:`TISSUE_TO_OASIS`)."""
     return map_labels(labels, TISSUE_TO_OASIS, default=0)

@@ -264,16 +264,16 @@ def _embedded_data(cfg: DataConfig) -> TransferData:
 
 # ----------------------------------------------------------------------------- label maps
 def _label_map_images(folder: Path, shape: Sequence[int]) -> list[Image]:
-    """Label maps of a folder, extra-cerebral labels removed, each on its own working grid."""
-    from medistill.data import sources_from_folder
-    from medistill.registration.pairs import EXTRACEREBRAL_FROM
+    """Label maps of a folder, skull-stripped (:func:`medistill.data.strip_extracerebral`), each
+    on its own working grid around the brain (2-D: that grid's middle axial plane)."""
+    from medistill.data import sources_from_folder, strip_extracerebral
 
     out = []
     for source in sources_from_folder(folder):
         labels = load(source.image, is_label=True)
         if labels.ndim != 3:
             raise InputError(f"{source.image}: label maps must be 3-D, got {labels.ndim}-D")
-        labels = labels.with_data(np.where(labels.data >= EXTRACEREBRAL_FROM, 0, labels.data))
+        labels = labels.with_data(strip_extracerebral(labels.data))
         grid = WorkingGrid.around(labels, _grid3d(shape))
         on_grid = grid.resample(labels)
         out.append(_mid_slice(on_grid) if len(shape) == 2 else on_grid)

@@ -150,10 +150,6 @@ def _stack_images(subjects, normalize: bool = True) -> tuple[list[Tensor], list[
     return images, (labels if len(labels) == len(images) else None)
 
 
-EXTRACEREBRAL_FROM = 500  # FreeSurfer / SynthSeg: labels from 500 on lie outside the brain
-OUTER_CSF = 24  # SynthSeg's CSF label also covers fluid outside the skull, down to the neck
-
-
 def load_label_maps(
     folder: str | Path, shape: tuple[int, ...], *, strip: bool = True
 ) -> list[Tensor]:
@@ -165,7 +161,7 @@ def load_label_maps(
     resampled (nearest) onto its own isotropic RAS grid of ``shape`` around its non-zero voxels,
     so all maps share the grid size and orientation.
     """
-    from medistill.data import sources_from_folder
+    from medistill.data import sources_from_folder, strip_extracerebral
     from medistill.io import WorkingGrid, load
 
     folder = Path(folder)
@@ -174,8 +170,7 @@ def load_label_maps(
     for path in files:
         labels = load(path, is_label=True)
         if strip:
-            outside = (labels.data >= EXTRACEREBRAL_FROM) | (labels.data == OUTER_CSF)
-            labels = labels.with_data(np.where(outside, 0, labels.data))
+            labels = labels.with_data(strip_extracerebral(labels.data))
         grid = WorkingGrid.around(labels, shape)
         maps.append(torch.from_numpy(grid.resample(labels).data.astype(np.int64))[None])
     if len(maps) < 2:
