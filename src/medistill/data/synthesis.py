@@ -187,17 +187,20 @@ def aseg_to_tissue(labels: Tensor | np.ndarray | Image) -> Tensor | np.ndarray |
     return map_labels(labels, _aseg_class)
 
 
-EXTRACEREBRAL_FROM = 500
-"""FreeSurfer / SynthSeg label values from 500 on lie outside the brain (skull, scalp, ...)."""
+EXTRACEREBRAL = (500, 1000)
+"""SynthSeg's extra-cerebral label values lie in [500, 1000) (skull, scalp, eyes, ...); the aparc
+cortical and white-matter parcels from 1000 on are brain."""
 OUTER_CSF = 24
 """SynthSeg's CSF label, which also covers the fluid outside the skull down to the neck."""
 
 
 def strip_extracerebral(labels: np.ndarray) -> np.ndarray:
-    """A skull-stripped copy of an aseg / SynthSeg label map: labels ``>= 500`` and the outer CSF
-    label 24 become background 0, so a working grid around the content is around the brain."""
+    """A skull-stripped copy of an aseg / SynthSeg label map: labels in ``[500, 1000)`` and the
+    outer CSF label 24 become background 0, so a working grid around the content is around the
+    brain; aparc parcels (``>= 1000``) are kept."""
     labels = np.asarray(labels)
-    outside = (labels >= EXTRACEREBRAL_FROM) | (labels == OUTER_CSF)
+    low, high = EXTRACEREBRAL
+    outside = ((labels >= low) & (labels < high)) | (labels == OUTER_CSF)
     return np.where(outside, 0, labels)
 
 

@@ -155,7 +155,7 @@ def load_label_maps(
 ) -> list[Tensor]:
     """Label maps of a folder (NIfTI etc.) put on a common working grid around their content.
 
-    With ``strip``, extra-cerebral labels (>= 500: skull, scalp, ...) and the outer CSF label 24
+    With ``strip``, extra-cerebral labels (500-999: skull, scalp, ...) and the outer CSF label 24
     (which in the SynthSeg maps reaches down to the neck) become background first, so synthesised
     images look skull-stripped like the usual registration inputs. Each map is then
     resampled (nearest) onto its own isotropic RAS grid of ``shape`` around its non-zero voxels,
