@@ -86,6 +86,12 @@ def main() -> int:
     parser.add_argument("--student", type=Path, default=None, help="registration checkpoint")
     parser.add_argument("--only", nargs="*", default=None, help="run only these rows")
     parser.add_argument(
+        "--cycle-weight",
+        type=float,
+        default=1.0,
+        help="weight of each enabled cycle term (cyc, anatomy, trans, diff; the seed's: 1)",
+    )
+    parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -155,7 +161,8 @@ def main() -> int:
         run = out / folder
         rcfg = load_config(LabelTransferConfig, args.preset, presets=presets(), overrides=base)
         for term in ALL_CYCLE:
-            setattr(rcfg.loss, term, 1.0 if term in terms else 0.0)
+            weight = 1.0 if term == "gan" else args.cycle_weight
+            setattr(rcfg.loss, term, weight if term in terms else 0.0)
         t = time.perf_counter()
         if not (run / "model.pt").exists():
             print(f"training {name} ({steps} steps) in {run}", flush=True)
