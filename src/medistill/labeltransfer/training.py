@@ -228,7 +228,9 @@ class LabelTransferTask:
             disc.requires_grad_(False)  # the generator step must not move the discriminator
             with ctx.autocast():
                 fake_scores = disc(out.warped)
-        terms = generator_terms(self.cfg, out, atlas, onehot, image, batch["channels"], fake_scores)
+        terms = generator_terms(
+            self.cfg, out, atlas, onehot, image, batch["channels"], fake_scores, warmup
+        )
         loss = total_loss(self.cfg, terms, step)
         info = ctx.optimize("generators", loss)
         if disc is not None:
