@@ -122,6 +122,18 @@ def main() -> int:
             ["--set", "model.cascades=3", "--set", "distill.mode=aldk", *steps(800)],
         ),
         "VoxelMorph-style": ("voxelmorph", ["--set", "model.cascades=1", *steps(500)]),
+        "student 1 cascade + ALDK, public code's gp lambda 0.1": (
+            "student",
+            [
+                "--set",
+                "model.cascades=1",
+                "--set",
+                "distill.mode=aldk",
+                "--set",
+                "distill.gp_lambda=0.1",
+                *steps(800),
+            ],
+        ),
     }
     folders = {
         "teacher 1 cascade": "teacher1",
@@ -132,6 +144,7 @@ def main() -> int:
         "student 2 cascades + ALDK": "student2_aldk",
         "student 3 cascades + ALDK": "student3_aldk",
         "VoxelMorph-style": "voxelmorph",
+        "student 1 cascade + ALDK, public code's gp lambda 0.1": "student1_aldk_gp01",
     }
     saved = out / "results.json"
     results = json.loads(saved.read_text()) if saved.exists() else {}

@@ -86,7 +86,9 @@ class DistillConfig:
         gamma: weight of the reconstruction loss in ``gamma*l_rec + (1-gamma)*l_dis``.
         beta: mixing of the gradient-penalty point ``phi_hat = beta*phi_t + (1-beta)*phi_s``;
             a negative value draws beta uniformly in [0, 1] per sample (WGAN-GP).
-        gp_lambda: gradient-penalty weight.
+        gp_lambda: gradient-penalty weight. 10 (WGAN-GP's value) by default: with the public
+            code's 0.1 (never exercised there, its critic is not optimised) the critic's values
+            and the adversarial term grew without bound in a 64^3 run (docs/RESULTS.md).
         critic_every: student updates per critic update (k).
         critic_downsample: the critic sees fields averaged over blocks of this many voxels per
             axis (in coarse voxels), which makes ALDK affordable on a CPU; 1 = full resolution.
@@ -99,7 +101,7 @@ class DistillConfig:
     cache: str = ""
     gamma: float = 0.3
     beta: float = 0.1
-    gp_lambda: float = 0.1
+    gp_lambda: float = 10.0
     critic_every: int = 2
     critic_downsample: int = 2
     critic_lr: float = 1e-4
