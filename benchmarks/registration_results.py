@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = (ROOT / ".." / "shared" / "data").resolve()
@@ -74,6 +75,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "results")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count")
     parser.add_argument("--only", nargs="*", default=None, help="run only these rows")
+    parser.add_argument(
+        "--no-latency", action="store_true", help="skip the latency runs and the table"
+    )
     args = parser.parse_args()
     if not SHARED.is_dir():
         print(f"skipped: real data not found at {SHARED}")
@@ -204,6 +208,8 @@ def main() -> int:
             "commands": log,
             "folder": "teacher3",
         }
+    if args.no_latency:
+        return 0
     latency(out, results, folders)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     write_table(out, results)
@@ -235,11 +241,15 @@ def latency(out: Path, results: dict, folders: dict) -> None:
 def write_table(out: Path, results: dict) -> None:
     cols = (
         "| model | Dice | HD95 (mm) | folding % | SDlogJ | s/pair 64^3 | s/pair 128^3 "
-        "| x faster (128^3) | params |"
+        "| x faster (128^3) | params | training steps |"
     )
-    lines = [cols, "|" + "---|" * 9]
+    lines = [cols, "|" + "---|" * 10]
     for name, entry in results.items():
         s = entry["summary"]
+        config = out / entry["folder"] / "config.yaml"
+        trained = "-"
+        if config.exists() and not name.startswith("affine only"):
+            trained = str(yaml.safe_load(config.read_text())["loop"]["steps"])
         lat = entry.get("latency", {})
         t64 = lat.get("64", {}).get("median_s", float("nan"))
         t128 = lat.get("128", {}).get("median_s", float("nan"))
@@ -248,7 +258,7 @@ def write_table(out: Path, results: dict) -> None:
             f"| {name} | {s['dice_mean']:.3f} +- {s.get('dice_sd', 0):.3f} "
             f"| {s['hd95_mean']:.2f} | "
             f"{s['folding_pct']:.3f} | {s['sdlogj']:.3f} | {t64:.3f} | {t128:.3f} | {speed:.1f} | "
-            f"{s['params'] / 1e6:.2f} M |"
+            f"{s['params'] / 1e6:.2f} M | {trained} |"
         )
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
