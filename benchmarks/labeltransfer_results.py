@@ -202,7 +202,7 @@ def main() -> int:
                     meta={"checkpoint": str(args.student)},
                 )
 
-        score(name, out / "student", student_eval)
+        score(name, out / f"student_{args.student.parent.name}", student_eval)
         print(f"{name}: Dice {results[name]['heldout']['dice_mean']:.3f}", flush=True)
     path.write_text(json.dumps(results, indent=2))
     write_table(out, results, steps)
