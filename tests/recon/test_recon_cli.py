@@ -13,6 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from medistill.cli import recon as commands
+from medistill.cli import registration as dispatch
 from medistill.errors import InputError
 from medistill.io import Image, load, save
 from medistill.metrics import psnr
@@ -22,7 +23,7 @@ from medistill.recon.model import load_model
 from tests.recon.test_recon_training import SIZE, phantom
 
 app = typer.Typer()
-app.command("train")(commands.train_recon)
+app.command("train")(dispatch.train)  # the real `train`, which hands recon roles to train_recon
 app.command("reconstruct")(commands.reconstruct)
 app.command("evaluate")(commands.evaluate_recon)
 app.command("demo")(commands.demo_recon)
