@@ -187,7 +187,11 @@ def main() -> int:
         model, ckpt, scfg = load_model(args.student)
         shape = tuple(scfg.data.shape)
         atlas_img = load(out / "heldout" / "atlas.nii.gz")
-        name = f"distilled student ({ckpt.get('role')}, {scfg.distill.mode})"
+        role = ckpt.get("role")
+        detail = f"{scfg.model.cascades} cascade(s)"
+        if role == "student":
+            detail += f", distillation {scfg.distill.mode}"
+        name = f"registration {role} ({detail})"
 
         def student_eval(csv_path, target, extra):
             lab = out / ("real/atlas_oasis_seg.nii.gz" if extra == "real" else atlas_labels)
