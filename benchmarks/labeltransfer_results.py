@@ -194,7 +194,7 @@ def main() -> int:
         name = f"registration {role} ({detail})"
 
         def student_eval(csv_path, target, extra):
-            lab = out / ("real/atlas_oasis_seg.nii.gz" if extra == "real" else atlas_labels)
+            lab = out / "real" / "atlas_oasis_seg.nii.gz" if extra == "real" else atlas_labels
             with torch.inference_mode():
                 evaluate_transfer(
                     model,
