@@ -126,6 +126,18 @@ def main() -> int:
             ["--set", "model.cascades=3", "--set", "distill.mode=aldk", *steps(800)],
         ),
         "VoxelMorph-style": ("voxelmorph", ["--set", "model.cascades=1", *steps(500)]),
+        "student 1 cascade + ALDK, per-element adversarial term": (
+            "student",
+            [
+                "--set",
+                "model.cascades=1",
+                "--set",
+                "distill.mode=aldk",
+                "--set",
+                "distill.adv_per_element=true",
+                *steps(800),
+            ],
+        ),
         "student 1 cascade + ALDK, public code's gp lambda 0.1": (
             "student",
             [
@@ -148,6 +160,7 @@ def main() -> int:
         "student 2 cascades + ALDK": "student2_aldk",
         "student 3 cascades + ALDK": "student3_aldk",
         "VoxelMorph-style": "voxelmorph",
+        "student 1 cascade + ALDK, per-element adversarial term": "student1_aldk_pe",
         "student 1 cascade + ALDK, public code's gp lambda 0.1": "student1_aldk_gp01",
     }
     saved = out / "results.json"

@@ -74,3 +74,24 @@ def test_coarse_field_keeps_displacement_in_coarse_voxels():
     assert coarse.shape == (1, 3, 4, 4, 4)
     assert torch.allclose(coarse[:, 0], torch.full((1, 4, 4, 4), 2.0))
     assert coarse_field(disp, 1) is disp
+
+
+def test_per_element_term_is_bounded_by_the_mean_squared_field_difference():
+    # a critic that is exactly 1-Lipschitz: D(x) = <w, x> with ||w|| = 1
+    torch.manual_seed(0)
+    w = torch.randn(3 * 8 * 8 * 8)
+    w = w / w.norm()
+
+    def critic(x):
+        return x.flatten(1) @ w
+
+    teacher, student = torch.randn(2, 3, 8, 8, 8), torch.randn(2, 3, 8, 8, 8)
+    raw = adversarial_student_term(critic, teacher, student)
+    scaled = adversarial_student_term(critic, teacher, student, per_element=True)
+    assert torch.allclose(scaled, raw / (3 * 8 * 8 * 8))
+    assert float(scaled) <= float((student - teacher).square().mean())
+    # the raw term can reach the squared L2 distance: critic along the difference itself
+    d = (student - teacher)[0].flatten()
+    w = d / d.norm()
+    raw = adversarial_student_term(critic, teacher[:1], student[:1])
+    assert torch.allclose(raw, d.square().sum(), rtol=1e-4)

@@ -69,6 +69,14 @@ def critic_loss(
     }
 
 
-def adversarial_student_term(critic: nn.Module, teacher: Tensor, student: Tensor) -> Tensor:
-    """``mean((D(phi_s) - D(phi_t))^2)``: differentiable in the student's field (and weights)."""
-    return (critic(student) - critic(teacher.detach()).detach()).square().mean()
+def adversarial_student_term(
+    critic: nn.Module, teacher: Tensor, student: Tensor, *, per_element: bool = False
+) -> Tensor:
+    """``mean((D(phi_s) - D(phi_t))^2)``: differentiable in the student's field (and weights).
+
+    With ``per_element`` the term is divided by the number of values of one field
+    (``ndim * prod(S)``), which bounds it by the fields' mean squared difference for a
+    1-Lipschitz critic.
+    """
+    term = (critic(student) - critic(teacher.detach()).detach()).square().mean()
+    return term / student[0].numel() if per_element else term

@@ -123,7 +123,9 @@ class RegistrationTask:
                 self.last_critic_logs = c_logs
             logs.update(getattr(self, "last_critic_logs", {}))
             critic.requires_grad_(False)  # the student step must not move the critic
-            adv = adversarial_student_term(critic, teacher, student)
+            adv = adversarial_student_term(
+                critic, teacher, student, per_element=cfg.distill.adv_per_element
+            )
             gamma = cfg.distill.gamma
             loss = gamma * l_rec + (1 - gamma) * adv
             logs["adv"] = float(adv.detach())
