@@ -184,7 +184,9 @@ def demo(
     task: Annotated[
         str, typer.Argument(help="registration, recon or labeltransfer.")
     ] = "registration",
-    config: Annotated[str, typer.Option(help="Preset or YAML for the registration demo.")] = "demo",
+    config: Annotated[
+        str, typer.Option(help="Preset or YAML for the demo (each task has a demo preset).")
+    ] = "demo",
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a config value.")
     ] = None,
