@@ -249,3 +249,16 @@ def test_bad_input_exit_2(runs, capsys, tmp_path, case):
     assert code == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("medistill: error:"), err
+
+
+def test_initial_weights_depend_on_the_seed_alone(tmp_path):
+    """Two identical runs in the same process, with other random draws between them, give the
+    same weights: the networks are built after seeding, not from whatever the global RNG holds."""
+    weights = []
+    for name, draws in (("a", 17), ("b", 5)):
+        torch.rand(draws)  # move the global generator on
+        args = ["train", "teacher", "--config", "demo", "--out", str(tmp_path / name)]
+        assert main([*args, "--set", "loop.steps=2", *TINY]) == 0
+        weights.append(load_checkpoint(tmp_path / name / "model.pt")["modules"]["model"])
+    for key, value in weights[0].items():
+        assert torch.equal(value, weights[1][key]), key

@@ -304,6 +304,7 @@ def train(
             f"atlas grid {tuple(data.atlas.image.shape[1:])} differs from data.shape "
             f"{tuple(cfg.data.shape)}"
         )
+    torch.manual_seed(cfg.loop.seed)  # the initial weights depend on the seed alone
     task = LabelTransferTask(cfg, data)
     main_process = int(os.environ.get("RANK", "0")) == 0
     if main_process:

@@ -188,6 +188,7 @@ def train(
     cache = None
     if role == "student" and cfg.distill.mode in ("l1", "aldk"):
         cache = teacher_flow_cache(cfg, source, out)
+    torch.manual_seed(cfg.loop.seed)  # the initial weights (and critic) depend on the seed alone
     task = RegistrationTask(cfg, role, source, cache)
     main_process = int(os.environ.get("RANK", "0")) == 0
     if main_process:
