@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from medistill.typing import PathLike
 
@@ -44,3 +48,18 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def write_metrics(out: PathLike, rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    """Write ``out/metrics.csv`` (one row per case; columns: every key, in first-seen order) and
+    ``out/summary.json``, each atomically; ``out`` is created when missing."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_path(out / "metrics.csv") as tmp:
+        tmp.write_text(buf.getvalue())
+    with atomic_path(out / "summary.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))

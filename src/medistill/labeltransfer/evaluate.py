@@ -8,9 +8,6 @@ CSV columns: ``image`` and ``labels`` (paths relative to the CSV). Outputs in ``
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +18,7 @@ from torch import nn
 
 from medistill.errors import InputError
 from medistill.io import Image, check_same_grid, load
-from medistill.io.atomic import atomic_path
+from medistill.io.atomic import write_metrics
 from medistill.labeltransfer.apply import transfer_labels
 from medistill.labeltransfer.data import atlas_images
 from medistill.labeltransfer.model import checkpoint_atlas, load_model, transfer_network
@@ -113,16 +110,7 @@ def evaluate_transfer(
         "folding_pct": float(np.mean([r["folding_pct"] for r in rows])),
         "seconds_per_image": float(np.mean([r["seconds"] for r in rows])),
     }
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
-    writer.writeheader()
-    writer.writerows(rows)
-    with atomic_path(out / "metrics.csv") as tmp:
-        tmp.write_text(buf.getvalue())
-    with atomic_path(out / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2))
+    write_metrics(out, rows, summary)
     return summary
 
 

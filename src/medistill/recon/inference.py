@@ -8,9 +8,6 @@ the maximum of its zero-filled magnitude image (over all slices) and multiplied 
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +17,7 @@ import numpy as np
 import torch
 
 from medistill.errors import InputError
-from medistill.io.atomic import atomic_path
+from medistill.io.atomic import write_metrics
 from medistill.io.image import Image
 from medistill.recon.kspace import Layout, change_layout, check_layout, ifft2, mask_layout
 from medistill.recon.masks import check_mask
@@ -303,17 +300,5 @@ def evaluate(
     summary["slices"] = len(slices)
     summary["threads"] = torch.get_num_threads()
     if out is not None:
-        _write(Path(out), rows, summary)
+        write_metrics(out, rows, summary)
     return summary
-
-
-def _write(out: Path, rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    with atomic_path(out / "metrics.csv") as tmp:
-        tmp.write_text(buf.getvalue())
-    with atomic_path(out / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2))

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,7 +10,7 @@ import torch
 
 from medistill.data import load_subject, read_pairs_csv
 from medistill.errors import InputError
-from medistill.io.atomic import atomic_path
+from medistill.io.atomic import write_metrics
 from medistill.metrics import dice as dice_per_label
 from medistill.metrics import folding_fraction, mean_tre, sdlogj, summarize, tre
 from medistill.metrics import hd95 as hd95_per_label
@@ -140,15 +136,5 @@ def evaluate(
             summary[key] = mean
             summary[key.replace("_mean", "") + "_sd" if key.endswith("_mean") else key + "_sd"] = sd
     summary["params"] = int(ckpt.get("params", 0))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    with atomic_path(out / "metrics.csv") as tmp:
-        tmp.write_text(buf.getvalue())
-    with atomic_path(out / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2))
+    write_metrics(out, rows, summary)
     return summary
