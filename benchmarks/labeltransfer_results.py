@@ -29,12 +29,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from real_brains import ROOT, SHARED, write_real_brains
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = (ROOT / ".." / "shared" / "data").resolve()
 sys.path.insert(0, str(ROOT / "src"))
-# FreeSurfer-conformed volumes (the VoxelMorph subject) are LIA with 1 mm voxels
-LIA = np.array([[-1.0, 0, 0, 80], [0, 0, 1, -112], [0, -1, 0, 96], [0, 0, 0, 1]])
 ALL_CYCLE = ("gan", "cyc", "anatomy", "trans", "diff")
 
 # row name -> (folder, loss terms switched on besides sim + smooth)
@@ -51,24 +48,11 @@ ROWS = {
 
 def real_eval_set(folder: Path, atlas_labels: Path) -> Path:
     """Real brains with OASIS-scheme labels, the atlas labels mapped to that scheme, a CSV."""
-    from medistill.data import aseg_to_tissue, tissue_to_oasis
-    from medistill.io import Image, check_same_grid, load, save
+    from medistill.data import tissue_to_oasis
+    from medistill.io import load, save
 
-    folder.mkdir(parents=True, exist_ok=True)
-    brain = SHARED / "brain3d"
-    rows = ["image,labels"]
-    for s in ("A", "B"):
-        image = load(brain / f"oasis_{s}.nii.gz")
-        labels = check_same_grid(image, load(brain / f"oasis_{s}_tissue.nii.gz", is_label=True))
-        save(image, folder / f"oasis_{s}.nii.gz")
-        save(labels, folder / f"oasis_{s}_seg.nii.gz")
-        rows.append(f"oasis_{s}.nii.gz,oasis_{s}_seg.nii.gz")
-    vol = load(brain / "vxm_subject.npz")
-    seg = load(brain / "vxm_subject.npz", key="seg")
-    save(Image(vol.data, LIA), folder / "vxm.nii.gz")
-    oasis = np.asarray(tissue_to_oasis(aseg_to_tissue(seg.data))).astype(np.int32)
-    save(Image(oasis, LIA, is_label=True), folder / "vxm_seg.nii.gz")
-    rows.append("vxm.nii.gz,vxm_seg.nii.gz")
+    names = write_real_brains(folder)
+    rows = ["image,labels", *(f"{n}.nii.gz,{n}_seg.nii.gz" for n in names)]
     atlas = load(atlas_labels, is_label=True)
     mapped = np.asarray(tissue_to_oasis(atlas.data)).astype(np.int32)
     save(atlas.with_data(mapped), folder / "atlas_oasis_seg.nii.gz")

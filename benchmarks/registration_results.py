@@ -20,13 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = (ROOT / ".." / "shared" / "data").resolve()
-# FreeSurfer-conformed volumes (the VoxelMorph subject) are LIA with 1 mm voxels
-LIA = np.array([[-1.0, 0, 0, 80], [0, 0, 1, -112], [0, -1, 0, 96], [0, 0, 0, 1]])
+from real_brains import ROOT, SHARED, write_real_brains
 
 
 def prepare_eval(folder: Path) -> Path:
@@ -35,24 +30,7 @@ def prepare_eval(folder: Path) -> Path:
     The OASIS tissue maps are put on their image's grid through their own header; the VoxelMorph
     subject's aseg is mapped to CSF/GM/WM and then to the OASIS scheme (1: CSF+GM, 2: WM).
     """
-    from medistill.data import aseg_to_tissue, tissue_to_oasis
-    from medistill.io import Image, check_same_grid, load, save
-
-    folder.mkdir(parents=True, exist_ok=True)
-    brain = SHARED / "brain3d"
-    names = []
-    for s in ("A", "B"):
-        image = load(brain / f"oasis_{s}.nii.gz")
-        labels = check_same_grid(image, load(brain / f"oasis_{s}_tissue.nii.gz", is_label=True))
-        save(image, folder / f"oasis_{s}.nii.gz")
-        save(labels, folder / f"oasis_{s}_seg.nii.gz")
-        names.append(f"oasis_{s}")
-    vol = load(brain / "vxm_subject.npz")
-    seg = load(brain / "vxm_subject.npz", key="seg")
-    save(Image(vol.data, LIA), folder / "vxm.nii.gz")
-    oasis = tissue_to_oasis(aseg_to_tissue(seg.data))
-    save(Image(np.asarray(oasis).astype(np.int32), LIA, is_label=True), folder / "vxm_seg.nii.gz")
-    names.append("vxm")
+    names = write_real_brains(folder)
     lines = ["fixed,moving,fixed_labels,moving_labels"]
     for f in names:
         for m in names:
