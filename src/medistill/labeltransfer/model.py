@@ -22,7 +22,7 @@ from medistill.errors import InputError
 from medistill.labeltransfer.config import LabelTransferConfig, role_of, uses_backward
 from medistill.nets import Cascade, VoxelMorph, count_parameters
 from medistill.spatial import compose, warp
-from medistill.train import from_dict, load_checkpoint, save_checkpoint, to_dict
+from medistill.train import export_checkpoint, from_dict, load_checkpoint, to_dict
 from medistill.typing import PathLike
 
 __all__ = [
@@ -257,9 +257,7 @@ def checkpoint_meta(cfg: LabelTransferConfig, net: nn.Module, atlas: Atlas) -> d
 
 def export_model(state: dict[str, Any], path: PathLike) -> None:
     """Write a slim inference checkpoint (generators, config, atlas; no optimiser state)."""
-    slim = {k: v for k, v in state.items() if k not in ("optimizers", "rng")}
-    slim["modules"] = {"generators": state["modules"]["generators"]}
-    save_checkpoint(path, slim)
+    export_checkpoint(state, path, "generators")
 
 
 def load_model(path: PathLike) -> tuple[LTNet, dict[str, Any], LabelTransferConfig]:

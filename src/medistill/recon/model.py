@@ -17,7 +17,7 @@ from medistill.recon.dccnn import DCCNN, NetOutput
 from medistill.recon.kspace import simulate, sr_degrade
 from medistill.recon.masks import load_mask, make_mask
 from medistill.recon.vdsr import VDSR
-from medistill.train import from_dict, load_checkpoint, save_checkpoint, to_dict
+from medistill.train import export_checkpoint, from_dict, load_checkpoint, to_dict
 from medistill.typing import PathLike
 
 TASK = "recon"
@@ -105,9 +105,7 @@ def checkpoint_meta(
 
 def export_model(state: dict[str, Any], path: PathLike) -> None:
     """Write a slim inference checkpoint (weights, config, role, mask; no optimizer state)."""
-    slim = {k: v for k, v in state.items() if k not in ("optimizers", "rng")}
-    slim["modules"] = {"model": state["modules"]["model"]}
-    save_checkpoint(path, slim)
+    export_checkpoint(state, path, "model")
 
 
 @dataclass

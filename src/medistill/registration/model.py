@@ -11,7 +11,7 @@ from torch import nn
 from medistill.errors import InputError
 from medistill.nets import Cascade, VoxelMorph, build_student, build_teacher, count_parameters
 from medistill.registration.config import ModelConfig, RegistrationConfig
-from medistill.train import from_dict, load_checkpoint, save_checkpoint, to_dict
+from medistill.train import export_checkpoint, from_dict, load_checkpoint, to_dict
 from medistill.typing import PathLike
 
 ROLES = ("teacher", "student", "voxelmorph")
@@ -50,9 +50,7 @@ def checkpoint_meta(cfg: RegistrationConfig, role: str, model: nn.Module) -> dic
 
 def export_model(state: dict[str, Any], path: PathLike) -> None:
     """Write a slim inference checkpoint (weights, config, role; no optimizer state)."""
-    slim = {k: v for k, v in state.items() if k not in ("optimizers", "rng")}
-    slim["modules"] = {"model": state["modules"]["model"]}
-    save_checkpoint(path, slim)
+    export_checkpoint(state, path, "model")
 
 
 def load_model(path: PathLike) -> tuple[Cascade, dict[str, Any], RegistrationConfig]:

@@ -14,6 +14,7 @@ from medistill.train.loop import (
     Trainer,
     TrainTask,
     choose_cpu_speedups,
+    export_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "Trainer",
     "apply_overrides",
     "choose_cpu_speedups",
+    "export_checkpoint",
     "from_dict",
     "load_checkpoint",
     "load_config",

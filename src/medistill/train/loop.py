@@ -140,6 +140,14 @@ def save_checkpoint(path: PathLike, payload: dict[str, Any]) -> None:
         torch.save(payload, tmp)
 
 
+def export_checkpoint(state: dict[str, Any], path: PathLike, module: str) -> None:
+    """Write a slim inference checkpoint of a training ``state``: everything but the optimizer
+    and RNG states, and of the modules only ``module`` (e.g. no critic or discriminator)."""
+    slim = {k: v for k, v in state.items() if k not in ("optimizers", "rng")}
+    slim["modules"] = {module: state["modules"][module]}
+    save_checkpoint(path, slim)
+
+
 def load_checkpoint(path: PathLike, *, task: str | None = None) -> dict[str, Any]:
     """Read a medistill checkpoint (weights only, no pickled code).
 
