@@ -11,17 +11,6 @@ from typing import Annotated
 
 import typer
 
-from medistill.errors import InputError
-
-
-def _labels_option(labels: str | None) -> list[int] | None:
-    if not labels:
-        return None
-    try:
-        return [int(v) for v in labels.split(",")]
-    except ValueError as err:
-        raise InputError(f"--labels must be comma-separated integers, got {labels!r}") from err
-
 
 def train_labeltransfer(
     config: str, out: Path, resume: bool = False, set_: list[str] | None = None
@@ -82,14 +71,12 @@ def evaluate_labeltransfer(
     out: Path,
     atlas: Path | None = None,
     atlas_labels: Path | None = None,
-    labels: str | None = None,
+    labels: list[int] | None = None,
 ) -> None:
     """Dice per structure of the transferred labels on the images of a CSV."""
     from medistill.labeltransfer.evaluate import evaluate as run
 
-    summary = run(
-        model, images, out, atlas=atlas, atlas_labels=atlas_labels, labels=_labels_option(labels)
-    )
+    summary = run(model, images, out, atlas=atlas, atlas_labels=atlas_labels, labels=labels)
     typer.echo(json.dumps(summary, indent=2))
 
 

@@ -132,6 +132,12 @@ def evaluate(
     the checkpoint."""
     from medistill.train import load_checkpoint
 
+    chosen = None
+    if labels:
+        try:
+            chosen = [int(v) for v in labels.split(",")]
+        except ValueError as err:
+            raise InputError(f"--labels must be comma-separated integers, got {labels!r}") from err
     task = load_checkpoint(model).get("task")
     if task == "labeltransfer":
         if images_csv is None:
@@ -144,7 +150,7 @@ def evaluate(
             out=out,
             atlas=atlas,
             atlas_labels=atlas_labels,
-            labels=labels,
+            labels=chosen,
         )
         return
     if task == "recon":
@@ -160,12 +166,6 @@ def evaluate(
         raise InputError("evaluate: a registration checkpoint needs --pairs pairs.csv")
     from medistill.registration.evaluate import evaluate as run
 
-    chosen = None
-    if labels:
-        try:
-            chosen = [int(v) for v in labels.split(",")]
-        except ValueError as err:
-            raise InputError(f"--labels must be comma-separated integers, got {labels!r}") from err
     summary = run(model, pairs, out, labels=chosen, affine_only=affine_only)
     typer.echo(json.dumps(summary, indent=2))
 
