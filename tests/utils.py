@@ -1,6 +1,10 @@
-"""Helpers for tests: synthetic geometry with known answers."""
+"""Helpers for tests: synthetic geometry with known answers, running the CLI under torchrun."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import numpy as np
 
@@ -14,3 +18,18 @@ def oblique_affine(spacing=(2.0, 1.5, 3.0), angle=0.3, origin=(10.0, -20.0, 5.0)
     affine[:3, :3] = rot @ lia @ np.diag(spacing)
     affine[:3, 3] = origin
     return affine
+
+
+def torchrun_cli(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
+    """Run ``medistill ARGS`` under ``torchrun --standalone`` with ``processes`` CPU processes
+    (one thread each); returns the finished process with its text output."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += [f"--nproc_per_node={processes}", "-m", "medistill.cli.main", *map(str, args)]
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=300,
+    )

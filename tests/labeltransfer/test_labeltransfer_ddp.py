@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from medistill.train import load_checkpoint
-
-SCRIPT = """
-import sys
-from medistill.cli.labeltransfer import train_labeltransfer
-train_labeltransfer(config=sys.argv[1], out=__import__("pathlib").Path(sys.argv[2]))
-"""
+from tests.utils import torchrun_cli
 
 
 @pytest.mark.slow
@@ -30,31 +21,7 @@ def test_torchrun_two_processes(tmp_path):
         "loss: {window: 5, cycle_ramp: 0}\n"
         "loop: {steps: 2, checkpoint_every: 2, log_every: 1, progress: false}\n"
     )
-    script = tmp_path / "run.py"
-    script.write_text(SCRIPT)
-    root = Path(__file__).resolve().parents[2]
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join([str(root / "src"), os.environ.get("PYTHONPATH", "")]),
-    }
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            str(script),
-            str(cfg),
-            str(tmp_path / "run"),
-        ],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        env=env,
-        timeout=300,
-    )
+    done = torchrun_cli("train", "labeltransfer", "--config", cfg, "--out", tmp_path / "run")
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("trained label transfer") == 1  # only rank 0 reports
     state = load_checkpoint(tmp_path / "run" / "last.pt", task="labeltransfer")

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from medistill.train import load_checkpoint
+from tests.utils import torchrun_cli
 
 
 @pytest.mark.slow
@@ -21,29 +19,7 @@ def test_torchrun_two_processes(tmp_path):
         "data: {subjects: 3, pairs: 4}\n"
         "loop: {steps: 2, checkpoint_every: 2, log_every: 1, progress: false}\n"
     )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            "-m",
-            "medistill.cli.main",
-            "train",
-            "student",
-            "--config",
-            str(cfg),
-            "--out",
-            str(tmp_path / "run"),
-        ],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        env=env,
-        timeout=300,
-    )
+    done = torchrun_cli("train", "student", "--config", cfg, "--out", tmp_path / "run")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Starting with 2 processes" in done.stdout + done.stderr
     assert done.stdout.count("trained student") == 1  # only rank 0 reports
