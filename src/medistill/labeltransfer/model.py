@@ -11,7 +11,6 @@ moving=u_bar)``. Only ``G_F`` is needed to segment a new image.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -22,7 +21,13 @@ from medistill.errors import InputError
 from medistill.labeltransfer.config import LabelTransferConfig, role_of, uses_backward
 from medistill.nets import Cascade, VoxelMorph, count_parameters
 from medistill.spatial import compose, warp
-from medistill.train import export_checkpoint, from_dict, load_checkpoint, to_dict
+from medistill.train import (
+    checkpoint_contents,
+    export_checkpoint,
+    from_dict,
+    load_checkpoint,
+    to_dict,
+)
 from medistill.typing import PathLike
 
 __all__ = [
@@ -268,15 +273,10 @@ def load_model(path: PathLike) -> tuple[LTNet, dict[str, Any], LabelTransferConf
             do not fit the network the checkpoint's config describes.
     """
     ckpt = load_checkpoint(path, task=TASK)
-    try:
+    with checkpoint_contents(path, "usable LT-Net generators"):
         cfg = from_dict(LabelTransferConfig, ckpt["config"])
         net = build_model(cfg)
         net.load_state_dict(ckpt["modules"]["generators"])
-    except (KeyError, RuntimeError, TypeError) as err:
-        first = " ".join(str(err).split())[:160]
-        raise InputError(
-            f"{Path(path)}: checkpoint does not hold usable LT-Net generators ({first})"
-        ) from err
     net.eval()
     return net, ckpt, cfg
 

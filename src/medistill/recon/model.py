@@ -4,7 +4,6 @@ and saving / loading them as checkpoints (``task: "recon"``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +16,13 @@ from medistill.recon.dccnn import DCCNN, NetOutput
 from medistill.recon.kspace import simulate, sr_degrade
 from medistill.recon.masks import load_mask, make_mask
 from medistill.recon.vdsr import VDSR
-from medistill.train import export_checkpoint, from_dict, load_checkpoint, to_dict
+from medistill.train import (
+    checkpoint_contents,
+    export_checkpoint,
+    from_dict,
+    load_checkpoint,
+    to_dict,
+)
 from medistill.typing import PathLike
 
 TASK = "recon"
@@ -182,17 +187,12 @@ def load_model(path: PathLike) -> ReconModel:
             do not fit the network the checkpoint's config describes.
     """
     ckpt = load_checkpoint(path, task=TASK)
-    try:
+    with checkpoint_contents(path):
         cfg = from_dict(ReconConfig, ckpt["config"])
         role = check_role(ckpt["role"])
         net = build_model(cfg.model, role)
         net.load_state_dict(ckpt["modules"]["model"])
         mask = ckpt.get("mask")
         mask = None if mask is None else np.asarray(mask.numpy(), dtype=bool)
-    except (KeyError, RuntimeError, TypeError, AttributeError) as err:
-        first = " ".join(str(err).split())[:160]
-        raise InputError(
-            f"{Path(path)}: checkpoint does not hold a usable network ({first})"
-        ) from err
     net.eval()
     return ReconModel(net, role, cfg, mask, count_parameters(net))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,7 +10,13 @@ from torch import nn
 from medistill.errors import InputError
 from medistill.nets import Cascade, VoxelMorph, build_student, build_teacher, count_parameters
 from medistill.registration.config import ModelConfig, RegistrationConfig
-from medistill.train import export_checkpoint, from_dict, load_checkpoint, to_dict
+from medistill.train import (
+    checkpoint_contents,
+    export_checkpoint,
+    from_dict,
+    load_checkpoint,
+    to_dict,
+)
 from medistill.typing import PathLike
 
 ROLES = ("teacher", "student", "voxelmorph")
@@ -61,15 +66,10 @@ def load_model(path: PathLike) -> tuple[Cascade, dict[str, Any], RegistrationCon
             do not fit the network the checkpoint's config describes.
     """
     ckpt = load_checkpoint(path, task=TASK)
-    try:
+    with checkpoint_contents(path):
         cfg = from_dict(RegistrationConfig, ckpt["config"])
         model = build_model(cfg.model, ckpt["role"])
         model.load_state_dict(ckpt["modules"]["model"])
-    except (KeyError, RuntimeError, TypeError) as err:
-        first = " ".join(str(err).split())[:160]
-        raise InputError(
-            f"{Path(path)}: checkpoint does not hold a usable network ({first})"
-        ) from err
     model.eval()
     return model, ckpt, cfg
 

@@ -8,12 +8,13 @@ step (forward, backward through ``fabric.backward``, optimizer steps), returning
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -146,6 +147,18 @@ def export_checkpoint(state: dict[str, Any], path: PathLike, module: str) -> Non
     slim = {k: v for k, v in state.items() if k not in ("optimizers", "rng")}
     slim["modules"] = {module: state["modules"][module]}
     save_checkpoint(path, slim)
+
+
+@contextlib.contextmanager
+def checkpoint_contents(path: PathLike, what: str = "a usable network") -> Iterator[None]:
+    """Turn what goes wrong while building a network from a loaded checkpoint (missing keys,
+    weights of other shapes, a config of another form) into one :class:`InputError` line:
+    ``"PATH: checkpoint does not hold WHAT (first words of the error)"``."""
+    try:
+        yield
+    except (KeyError, RuntimeError, TypeError, AttributeError) as err:
+        first = " ".join(str(err).split())[:160]
+        raise InputError(f"{Path(path)}: checkpoint does not hold {what} ({first})") from err
 
 
 def load_checkpoint(path: PathLike, *, task: str | None = None) -> dict[str, Any]:
