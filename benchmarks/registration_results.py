@@ -48,6 +48,17 @@ def medistill(*args: str, log: list[str]) -> None:
     subprocess.run([sys.executable, "-m", "medistill.cli.main", *args], check=True)
 
 
+HALF = [
+    "--set",
+    "model.cascades=1",
+    "--set",
+    "model.student_variant=fast",
+    "--set",
+    "model.student_downsample=2",
+]
+"""The CPU-latency student: 1 LDR-fast cascade + stem, stages at half the working resolution."""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "results")
@@ -128,6 +139,21 @@ def main() -> int:
                 *steps(800),
             ],
         ),
+        "student LDR-fast half res, no distillation": (
+            "student",
+            [*HALF, "--set", "distill.mode=none", *steps(800)],
+        ),
+        "student LDR-fast half res + ALDK, per-element adversarial term": (
+            "student",
+            [
+                *HALF,
+                "--set",
+                "distill.mode=aldk",
+                "--set",
+                "distill.adv_per_element=true",
+                *steps(800),
+            ],
+        ),
     }
     folders = {
         "teacher 1 cascade": "teacher1",
@@ -140,6 +166,8 @@ def main() -> int:
         "VoxelMorph-style": "voxelmorph",
         "student 1 cascade + ALDK, per-element adversarial term": "student1_aldk_pe",
         "student 1 cascade + ALDK, public code's gp lambda 0.1": "student1_aldk_gp01",
+        "student LDR-fast half res, no distillation": "student1_half_none",
+        "student LDR-fast half res + ALDK, per-element adversarial term": "student1_half_aldk_pe",
     }
     saved = out / "results.json"
     results = json.loads(saved.read_text()) if saved.exists() else {}

@@ -171,3 +171,46 @@ def test_fields_stay_float32_under_bf16_autocast():
     assert out.disp.dtype == torch.float32 and out.warped.dtype == torch.float32
     assert out.affine[0].dtype == torch.float32
     assert all(u.dtype == torch.float32 for u in out.increments)
+
+
+def test_half_resolution_cascade_sees_pooled_images_and_returns_a_full_field():
+    # stages on 1/2 resolution: the stub sees the 2x2 average of the moving image, its constant
+    # coarse field of c voxels becomes c * (S - 1) / (S / 2 - 1) voxels of the input grid, and
+    # the original image is warped once by that field
+    size = (32, 48)
+    coarse = torch.tensor([1.0, -2.0], dtype=torch.float64).view(1, 2, 1, 1)
+    stub = FixedField(coarse.expand(1, 2, 16, 24))
+    fixed, moving = smooth_image(size), smooth_image(size) * 2
+    out = Cascade([stub], downsample=2)(fixed, moving)
+    torch.testing.assert_close(stub.seen[0], torch.nn.functional.avg_pool2d(moving, 2))
+    expected = torch.tensor([1.0 * 31 / 15, -2.0 * 47 / 23], dtype=torch.float64)
+    assert out.disp.shape == (1, 2, *size)
+    torch.testing.assert_close(out.disp, expected.view(1, 2, 1, 1).expand(1, 2, *size))
+    torch.testing.assert_close(out.warped, warp(moving, out.disp))
+    assert out.increments[0].shape == (1, 2, 16, 24)
+
+
+def test_half_resolution_identity_keeps_the_image_and_gradients_reach_every_parameter():
+    torch.manual_seed(0)
+    casc = build_student(1, ndim=3, variant="fast", downsample=2)
+    assert casc.size_multiple == 32 and casc.downsample == 2
+    fixed, moving = torch.rand(1, 1, 32, 32, 64), torch.rand(1, 1, 32, 32, 64)
+    with torch.no_grad():
+        out = casc(fixed, moving)
+    # the flow head and the stem's heads start at (near) zero: near-identity on the input grid
+    assert out.disp.shape == (1, 3, 32, 32, 64) and out.disp.abs().max() < 1e-2
+    assert (out.warped - moving).abs().max() < 0.05
+    with torch.no_grad():
+        casc.affine.head_w.weight.normal_(0.0, 1e-3)
+        casc.affine.head_b.weight.normal_(0.0, 1e-2)
+    out = casc(fixed, moving)
+    (((out.warped - fixed) ** 2).mean() + out.disp.abs().mean()).backward()
+    assert grads_everywhere(casc) == []
+
+
+def test_half_resolution_rejects_odd_sizes_and_bad_factors():
+    casc = build_student(1, ndim=2, variant="fast", downsample=2)
+    with pytest.raises(InputError, match="multiples of 32"):
+        casc(torch.rand(1, 1, 48, 65), torch.rand(1, 1, 48, 65))
+    with pytest.raises(InputError, match="'downsample' must be one of"):
+        build_student(1, downsample=3)

@@ -262,3 +262,40 @@ def test_initial_weights_depend_on_the_seed_alone(tmp_path):
         weights.append(load_checkpoint(tmp_path / name / "model.pt")["modules"]["model"])
     for key, value in weights[0].items():
         assert torch.equal(value, weights[1][key]), key
+
+
+def test_half_resolution_student_trains_and_registers_on_the_fixed_grid(runs, capsys, tmp_path):
+    root, pairs = runs
+    folder = pairs.parent
+    half = [*TINY, "--set", "loop.steps=2", "--set", "model.student_downsample=2"]
+    code, out, err = cli(
+        capsys, "train", "student", "--config", "demo", "--out", tmp_path / "half", *half
+    )
+    assert code == 0, err
+    slim = load_checkpoint(tmp_path / "half" / "model.pt", task="registration")
+    assert slim["config"]["model"]["student_downsample"] == 2
+    code, out, err = cli(
+        capsys,
+        "register",
+        "--model",
+        tmp_path / "half" / "model.pt",
+        "--fixed",
+        folder / "test0.nii.gz",
+        "--moving",
+        folder / "test1.nii.gz",
+        "--out",
+        tmp_path / "reg",
+    )
+    assert code == 0, err
+    import nibabel as nib
+
+    fixed = nib.load(folder / "test0.nii.gz")
+    disp = nib.load(tmp_path / "reg" / "disp_voxel.nii.gz")
+    assert disp.shape[:3] == fixed.shape
+    np.testing.assert_allclose(disp.affine, fixed.affine, atol=1e-5)
+    bad = [*TINY, "--set", "model.student_downsample=3"]
+    code, out, err = cli(
+        capsys, "train", "student", "--config", "demo", "--out", tmp_path / "bad", *bad
+    )
+    assert code == 2 and "model.student_downsample must be one of (1, 2)" in err
+    assert len(err.strip().splitlines()) == 1

@@ -242,6 +242,7 @@ def bench(
         "student LDR 3 cascades + affine": build_student(3, 3, "ldr"),
         "student LDR-fast 1 cascade + affine": build_student(1, 3, "fast"),
         "student LDR-fast 3 cascades + affine": build_student(3, 3, "fast"),
+        "student LDR-fast 1 cascade + affine, half res": build_student(1, 3, "fast", downsample=2),
         "VoxelMorph-style": Cascade([VoxelMorph(3)]),
     }
     table = latency_table(models, grid, threads=threads, repeats=repeats, reference=reference)

@@ -15,6 +15,7 @@ from medistill.nets.affine import (
     affine_ortho_loss,
 )
 from medistill.nets.cascade import (
+    DOWNSAMPLES,
     STUDENT_VARIANTS,
     Cascade,
     CascadeOutput,
@@ -28,6 +29,7 @@ from medistill.nets.voxelmorph import VoxelMorph
 from medistill.nets.vtn import VTN, VTNEncoder
 
 __all__ = [
+    "DOWNSAMPLES",
     "STUDENT_VARIANTS",
     "VTN",
     "AffineStem",

@@ -7,18 +7,28 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from medistill.errors import InputError
 from medistill.nets._common import check_ndim, check_option, no_autocast
 from medistill.nets.affine import AffineStem, SmallAffineStem
 from medistill.nets.ldr import LDRStudent, LDRStudentFast
 from medistill.nets.vtn import VTN
-from medistill.spatial import compose, warp
+from medistill.spatial import compose, upsample_disp, warp
 
-__all__ = ["STUDENT_VARIANTS", "Cascade", "CascadeOutput", "build_student", "build_teacher"]
+__all__ = [
+    "DOWNSAMPLES",
+    "STUDENT_VARIANTS",
+    "Cascade",
+    "CascadeOutput",
+    "build_student",
+    "build_teacher",
+]
 
 STUDENT_VARIANTS = ("ldr", "fast")
 """Student subnetworks: ``"ldr"`` (:class:`LDRStudent`), ``"fast"`` (:class:`LDRStudentFast`)."""
+DOWNSAMPLES = (1, 2)
+"""Resolution factors at which a :class:`Cascade` may run its stages."""
 
 
 class CascadeOutput(NamedTuple):
@@ -51,20 +61,47 @@ class Cascade(nn.Module):
     original moving image is always warped by the composed field (one interpolation), and
     gradients flow through the whole chain.
 
+    With ``downsample = f > 1`` every stage runs on a coarser grid: ``fixed`` and ``moving`` are
+    average-pooled by ``f`` along every axis, the stages register them there, and the composed
+    field is brought back to the input grid by :func:`~medistill.spatial.upsample_disp` (linear,
+    values rescaled to input voxels) before the original moving image is warped once at full
+    resolution. This is a CPU-latency design: the networks' cost falls by about ``f^ndim``
+    while the output stays a dense field on the input grid. The increments and the affine
+    parameters then live on the coarse grid (``b`` in coarse voxels; ``A`` is the same map).
+
     Args:
         subnets: deformable subnetworks, each ``net(fixed, moving) -> (B, ndim, *S)``.
         affine: affine stem ``stem(fixed, moving) -> (disp, A, b)``, or ``None``.
+        downsample: 1 (stages at the input resolution) or 2 (at half resolution).
 
     Raises:
-        InputError: if there is neither a subnetwork nor an affine stem.
+        InputError: if there is neither a subnetwork nor an affine stem, or on another
+            ``downsample``.
     """
 
-    def __init__(self, subnets: Sequence[nn.Module], affine: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        subnets: Sequence[nn.Module],
+        affine: nn.Module | None = None,
+        downsample: int = 1,
+    ) -> None:
         super().__init__()
         if not subnets and affine is None:
             raise InputError("Cascade(): need at least one subnetwork or an affine stem, got none")
+        if isinstance(downsample, bool) or downsample not in DOWNSAMPLES:
+            raise InputError(
+                f"Cascade(): 'downsample' must be one of {DOWNSAMPLES}, got {downsample!r}"
+            )
         self.subnets = nn.ModuleList(subnets)
         self.affine = affine
+        self.downsample = int(downsample)
+
+    @property
+    def size_multiple(self) -> int:
+        """Every spatial input size must be a multiple of this."""
+        stages = [*self.subnets, *([self.affine] if self.affine is not None else [])]
+        inner = max((int(getattr(m, "size_multiple", 1)) for m in stages), default=1)
+        return inner * self.downsample
 
     def forward(self, fixed: Tensor, moving: Tensor) -> CascadeOutput:
         """Register ``moving`` to ``fixed``.
@@ -77,6 +114,15 @@ class Cascade(nn.Module):
             :class:`CascadeOutput` with the composed displacement (voxels, backward
             convention), the warped moving image, the increments and the affine parameters.
         """
+        full_moving = moving
+        if self.downsample > 1:
+            sizes = tuple(moving.shape[2:])
+            if any(s % self.downsample for s in sizes):
+                raise InputError(
+                    f"Cascade.forward(): spatial sizes {sizes} must be multiples of "
+                    f"{self.size_multiple} (stages at 1/{self.downsample} resolution)"
+                )
+            fixed, moving = (_pool(x, self.downsample) for x in (fixed, moving))
         agg: Tensor | None = None
         affine: tuple[Tensor, Tensor] | None = None
         warped = moving
@@ -100,10 +146,22 @@ class Cascade(nn.Module):
                     agg = torch.einsum("bij,bj...->bi...", affine[0], u) + agg
                 else:
                     agg = compose(agg, u)
-                warped = warp(_full(moving), agg)
+                if self.downsample == 1 or k < len(self.subnets) - 1:
+                    # the last coarse warp is not needed: warped at full resolution below
+                    warped = warp(_full(moving), agg)
         if agg is None:  # unreachable: __init__ requires a stem or a subnetwork
             raise RuntimeError("Cascade.forward(): no stage produced a displacement")
+        if self.downsample > 1:
+            with no_autocast(device):
+                agg = upsample_disp(agg, self.downsample)
+                warped = warp(_full(full_moving), agg)
         return CascadeOutput(disp=agg, warped=warped, increments=increments, affine=affine)
+
+
+def _pool(x: Tensor, factor: int) -> Tensor:
+    """``x`` average-pooled by ``factor`` along every spatial axis."""
+    pool = F.avg_pool3d if x.dim() == 5 else F.avg_pool2d
+    return pool(x, factor)
 
 
 def _full(x: Tensor) -> Tensor:
@@ -134,7 +192,11 @@ def build_teacher(
 
 
 def build_student(
-    n_cascades: int, ndim: int = 3, variant: str = "ldr", affine: bool = True
+    n_cascades: int,
+    ndim: int = 3,
+    variant: str = "ldr",
+    affine: bool = True,
+    downsample: int = 1,
 ) -> Cascade:
     """The LDR student: a :class:`SmallAffineStem` and ``n_cascades`` student subnetworks.
 
@@ -146,16 +208,17 @@ def build_student(
         variant: ``"ldr"`` (:class:`LDRStudent`, the paper's) or ``"fast"``
             (:class:`LDRStudentFast`).
         affine: whether to start with the small affine stem.
+        downsample: 1, or 2 to run every stage at half resolution (see :class:`Cascade`).
 
     Returns:
-        The cascade (inputs: sizes multiples of 16).
+        The cascade (inputs: sizes multiples of ``16 * downsample``).
     """
     ndim = check_ndim("build_student", ndim)
     n = _check_n("build_student", n_cascades)
     variant = check_option("build_student", "variant", variant, STUDENT_VARIANTS)
     cls = LDRStudent if variant == "ldr" else LDRStudentFast
     nets = [cls(ndim, flow_multiplier=1.0 / n) for _ in range(n)]
-    return Cascade(nets, SmallAffineStem(ndim) if affine else None)
+    return Cascade(nets, SmallAffineStem(ndim) if affine else None, downsample=downsample)
 
 
 def _check_n(fn: str, n: object) -> int:

@@ -28,6 +28,8 @@ class ModelConfig:
         affine: an affine stem first.
         teacher_width: width of the first VTN level (16 in the paper: 28 M parameters per cascade).
         student_variant: ``"ldr"`` (the paper's light network) or ``"fast"`` (lower CPU latency).
+        student_downsample: 1, or 2 to run the student's stages at half the working grid's
+            resolution (its field is upsampled to the working grid; lower CPU latency).
         architecture: ``"cascade"`` (teacher / student) or ``"voxelmorph"`` (the learned baseline).
     """
 
@@ -36,6 +38,7 @@ class ModelConfig:
     affine: bool = True
     teacher_width: int = 16
     student_variant: str = "ldr"
+    student_downsample: int = 1
     architecture: str = "cascade"
 
 

@@ -32,15 +32,25 @@ def build_model(cfg: ModelConfig, role: str) -> Cascade:
     if role == "teacher":
         return build_teacher(cfg.cascades, cfg.ndim, cfg.teacher_width, affine=cfg.affine)
     if role == "student":
-        return build_student(cfg.cascades, cfg.ndim, cfg.student_variant, affine=cfg.affine)
+        return build_student(
+            cfg.cascades,
+            cfg.ndim,
+            cfg.student_variant,
+            affine=cfg.affine,
+            downsample=cfg.student_downsample,
+        )
     if role == "voxelmorph":
         return Cascade([VoxelMorph(cfg.ndim)], None)
     raise InputError(f"model role must be one of {', '.join(ROLES)}, got {role!r}")
 
 
-def size_multiple(role: str) -> int:
+def size_multiple(role: str, cfg: ModelConfig | None = None) -> int:
     """Working-grid sizes must be multiples of this (network downsamplings)."""
-    return 64 if role == "teacher" else 16
+    if role == "teacher":
+        return 64
+    if role == "student" and cfg is not None:
+        return 16 * cfg.student_downsample
+    return 16
 
 
 def checkpoint_meta(cfg: RegistrationConfig, role: str, model: nn.Module) -> dict[str, Any]:

@@ -29,6 +29,11 @@ def catalogue() -> list[tuple[str, nn.Module, int]]:
         ("student 1 cascade + affine (LDR)", build_student(1, 3, "ldr"), 2),
         ("student 3 cascades + affine (LDR)", build_student(3, 3, "ldr"), 2),
         ("student 3 cascades + affine (LDR-fast)", build_student(3, 3, "fast"), 2),
+        (
+            "student 1 cascade + affine (LDR-fast, half res)",
+            build_student(1, 3, "fast", downsample=2),
+            2,
+        ),
         ("VoxelMorph-style baseline", VoxelMorph(3), 2),
         ("ALDK critic (on a 3-channel field)", FieldCritic(3), 1),
     ]

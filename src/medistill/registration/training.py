@@ -12,7 +12,7 @@ import torch
 
 from medistill.errors import InputError
 from medistill.losses import correlation_loss, flow_l1_loss, smoothness_loss
-from medistill.nets import FieldCritic, affine_det_loss, affine_ortho_loss
+from medistill.nets import DOWNSAMPLES, FieldCritic, affine_det_loss, affine_ortho_loss
 from medistill.registration.aldk import adversarial_student_term, coarse_field, critic_loss
 from medistill.registration.config import RegistrationConfig
 from medistill.registration.flowcache import FlowCache, build_flow_cache
@@ -138,7 +138,12 @@ def _check(cfg: RegistrationConfig, role: str) -> None:
     shape = tuple(cfg.data.shape)
     if len(shape) != cfg.model.ndim:
         raise InputError(f"data.shape {shape} does not have model.ndim={cfg.model.ndim} axes")
-    multiple = size_multiple(role)
+    if cfg.model.student_downsample not in DOWNSAMPLES:
+        raise InputError(
+            f"model.student_downsample must be one of {DOWNSAMPLES}, "
+            f"got {cfg.model.student_downsample!r}"
+        )
+    multiple = size_multiple(role, cfg.model)
     if any(s % multiple for s in shape):
         raise InputError(
             f"data.shape {shape}: the {role} needs sizes that are multiples of {multiple}"
