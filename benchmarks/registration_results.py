@@ -143,6 +143,19 @@ def main() -> int:
             "student",
             [*HALF, "--set", "distill.mode=none", *steps(800)],
         ),
+        "student LDR-fast half res at 128^3, no distillation": (
+            "student",
+            [
+                *HALF,
+                "--set",
+                "data.shape=[128,128,128]",
+                "--set",
+                "data.augment_disp=8.0",
+                "--set",
+                "distill.mode=none",
+                *steps(800),
+            ],
+        ),
         "student LDR-fast half res + ALDK, per-element adversarial term": (
             "student",
             [
@@ -168,6 +181,7 @@ def main() -> int:
         "student 1 cascade + ALDK, public code's gp lambda 0.1": "student1_aldk_gp01",
         "student LDR-fast half res, no distillation": "student1_half_none",
         "student LDR-fast half res + ALDK, per-element adversarial term": "student1_half_aldk_pe",
+        "student LDR-fast half res at 128^3, no distillation": "student1_half128_none",
     }
     saved = out / "results.json"
     results = json.loads(saved.read_text()) if saved.exists() else {}
