@@ -68,6 +68,10 @@ class Cascade(nn.Module):
     resolution. This is a CPU-latency design: the networks' cost falls by about ``f^ndim``
     while the output stays a dense field on the input grid. The increments and the affine
     parameters then live on the coarse grid (``b`` in coarse voxels; ``A`` is the same map).
+    The coarse and input grids are related as :func:`~medistill.spatial.upsample_disp` relates
+    them (corner voxel centres shared, e.g. ``127 / 63`` per coarse voxel at 64 -> 128) rather
+    than by the pooling's exact geometry (factor 2, half-voxel offset): a difference below half
+    a voxel, which end-to-end training on the full-resolution warp absorbs.
 
     Args:
         subnets: deformable subnetworks, each ``net(fixed, moving) -> (B, ndim, *S)``.
@@ -117,7 +121,7 @@ class Cascade(nn.Module):
         full_moving = moving
         if self.downsample > 1:
             sizes = tuple(moving.shape[2:])
-            if any(s % self.downsample for s in sizes):
+            if any(s % self.size_multiple for s in sizes):
                 raise InputError(
                     f"Cascade.forward(): spatial sizes {sizes} must be multiples of "
                     f"{self.size_multiple} (stages at 1/{self.downsample} resolution)"
