@@ -65,6 +65,12 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count")
     parser.add_argument("--only", nargs="*", default=None, help="run only these rows")
     parser.add_argument(
+        "--teacher",
+        type=Path,
+        default=None,
+        help="teacher checkpoint the students distil from (default: OUT/teacher3/model.pt)",
+    )
+    parser.add_argument(
         "--no-latency", action="store_true", help="skip the latency runs and the table"
     )
     args = parser.parse_args()
@@ -91,6 +97,7 @@ def main() -> int:
         return ["--set", f"loop.steps={k}", "--set", f"loop.lr_decay_steps=[{int(k * 0.7)}]"]
 
     teacher3 = out / "teacher3" / "model.pt"
+    teacher = args.teacher or teacher3
     runs = {
         "teacher 1 cascade": ("teacher", ["--set", "model.cascades=1", *steps(800)]),
         "teacher 3 cascades": ("teacher", ["--set", "model.cascades=3", *steps(500)]),
@@ -195,7 +202,7 @@ def main() -> int:
         if role == "student":
             distill = [
                 "--set",
-                f"distill.teacher={teacher3}",
+                f"distill.teacher={teacher}",
                 "--set",
                 f"distill.cache={out / 'flow_cache'}",
             ]
