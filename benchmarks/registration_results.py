@@ -48,15 +48,15 @@ def medistill(*args: str, log: list[str]) -> None:
     subprocess.run([sys.executable, "-m", "medistill.cli.main", *args], check=True)
 
 
-HALF = [
-    "--set",
-    "model.cascades=1",
-    "--set",
-    "model.student_variant=fast",
-    "--set",
-    "model.student_downsample=2",
-]
+def sets(*overrides: str) -> list[str]:
+    """``--set`` arguments of the ``medistill`` command for config overrides ``key=value``."""
+    return [arg for value in overrides for arg in ("--set", value)]
+
+
+HALF = ("model.cascades=1", "model.student_variant=fast", "model.student_downsample=2")
 """The CPU-latency student: 1 LDR-fast cascade + stem, stages at half the working resolution."""
+PER_ELEMENT = ("distill.mode=aldk", "distill.adv_per_element=true")
+"""ALDK with the adversarial term divided by the field's size."""
 
 
 def main() -> int:
@@ -84,130 +84,92 @@ def main() -> int:
     common = [
         "--config",
         "cpu-64",
-        "--set",
-        "data.source=labelmaps",
-        "--set",
-        f"data.path={labelmaps}",
-        "--set",
-        "loop.progress=false",
+        *sets("data.source=labelmaps", f"data.path={labelmaps}", "loop.progress=false"),
     ]
 
-    def steps(n: int) -> list[str]:
+    def steps(n: int) -> tuple[str, str]:
         k = max(2, int(n * args.scale))
-        return ["--set", f"loop.steps={k}", "--set", f"loop.lr_decay_steps=[{int(k * 0.7)}]"]
+        return f"loop.steps={k}", f"loop.lr_decay_steps=[{int(k * 0.7)}]"
 
     teacher3 = out / "teacher3" / "model.pt"
     teacher = args.teacher or teacher3
+    one = "model.cascades=1"
+    # row -> (role, run folder, config overrides)
     runs = {
-        "teacher 1 cascade": ("teacher", ["--set", "model.cascades=1", *steps(800)]),
-        "teacher 3 cascades": ("teacher", ["--set", "model.cascades=3", *steps(500)]),
+        "teacher 1 cascade": ("teacher", "teacher1", (one, *steps(800))),
+        "teacher 3 cascades": ("teacher", "teacher3", ("model.cascades=3", *steps(500))),
         "student 1 cascade, no distillation": (
             "student",
-            ["--set", "model.cascades=1", "--set", "distill.mode=none", *steps(800)],
+            "student1_none",
+            (one, "distill.mode=none", *steps(800)),
         ),
         "student 1 cascade + L1 distillation": (
             "student",
-            ["--set", "model.cascades=1", "--set", "distill.mode=l1", *steps(800)],
+            "student1_l1",
+            (one, "distill.mode=l1", *steps(800)),
         ),
         "student 1 cascade + ALDK": (
             "student",
-            ["--set", "model.cascades=1", "--set", "distill.mode=aldk", *steps(800)],
+            "student1_aldk",
+            (one, "distill.mode=aldk", *steps(800)),
         ),
         "student 2 cascades + ALDK": (
             "student",
-            ["--set", "model.cascades=2", "--set", "distill.mode=aldk", *steps(800)],
+            "student2_aldk",
+            ("model.cascades=2", "distill.mode=aldk", *steps(800)),
         ),
         "student 3 cascades + ALDK": (
             "student",
-            ["--set", "model.cascades=3", "--set", "distill.mode=aldk", *steps(800)],
+            "student3_aldk",
+            ("model.cascades=3", "distill.mode=aldk", *steps(800)),
         ),
-        "VoxelMorph-style": ("voxelmorph", ["--set", "model.cascades=1", *steps(500)]),
+        "VoxelMorph-style": ("voxelmorph", "voxelmorph", (one, *steps(500))),
         "student 1 cascade + ALDK, per-element adversarial term": (
             "student",
-            [
-                "--set",
-                "model.cascades=1",
-                "--set",
-                "distill.mode=aldk",
-                "--set",
-                "distill.adv_per_element=true",
-                *steps(800),
-            ],
+            "student1_aldk_pe",
+            (one, *PER_ELEMENT, *steps(800)),
         ),
         "student 1 cascade + ALDK, public code's gp lambda 0.1": (
             "student",
-            [
-                "--set",
-                "model.cascades=1",
-                "--set",
-                "distill.mode=aldk",
-                "--set",
-                "distill.gp_lambda=0.1",
-                *steps(800),
-            ],
+            "student1_aldk_gp01",
+            (one, "distill.mode=aldk", "distill.gp_lambda=0.1", *steps(800)),
         ),
         "student LDR-fast half res, no distillation": (
             "student",
-            [*HALF, "--set", "distill.mode=none", *steps(800)],
+            "student1_half_none",
+            (*HALF, "distill.mode=none", *steps(800)),
         ),
         "student LDR-fast half res at 128^3, no distillation": (
             "student",
-            [
+            "student1_half128_none",
+            (
                 *HALF,
-                "--set",
                 "data.shape=[128,128,128]",
-                "--set",
                 "data.augment_disp=8.0",
-                "--set",
                 "distill.mode=none",
                 *steps(800),
-            ],
+            ),
         ),
         "student LDR-fast half res + ALDK, per-element adversarial term": (
             "student",
-            [
-                *HALF,
-                "--set",
-                "distill.mode=aldk",
-                "--set",
-                "distill.adv_per_element=true",
-                *steps(800),
-            ],
+            "student1_half_aldk_pe",
+            (*HALF, *PER_ELEMENT, *steps(800)),
         ),
-    }
-    folders = {
-        "teacher 1 cascade": "teacher1",
-        "teacher 3 cascades": "teacher3",
-        "student 1 cascade, no distillation": "student1_none",
-        "student 1 cascade + L1 distillation": "student1_l1",
-        "student 1 cascade + ALDK": "student1_aldk",
-        "student 2 cascades + ALDK": "student2_aldk",
-        "student 3 cascades + ALDK": "student3_aldk",
-        "VoxelMorph-style": "voxelmorph",
-        "student 1 cascade + ALDK, per-element adversarial term": "student1_aldk_pe",
-        "student 1 cascade + ALDK, public code's gp lambda 0.1": "student1_aldk_gp01",
-        "student LDR-fast half res, no distillation": "student1_half_none",
-        "student LDR-fast half res + ALDK, per-element adversarial term": "student1_half_aldk_pe",
-        "student LDR-fast half res at 128^3, no distillation": "student1_half128_none",
     }
     saved = out / "results.json"
     results = json.loads(saved.read_text()) if saved.exists() else {}
-    for name, (role, extra) in runs.items():
+    for name, (role, folder, overrides) in runs.items():
         if args.only and name not in args.only:
             continue
-        run = out / folders[name]
+        run = out / folder
         log: list[str] = []
         t0 = time.perf_counter()
         distill = []
         if role == "student":
-            distill = [
-                "--set",
-                f"distill.teacher={teacher}",
-                "--set",
-                f"distill.cache={out / 'flow_cache'}",
-            ]
+            distill = sets(f"distill.teacher={teacher}", f"distill.cache={out / 'flow_cache'}")
         if not (run / "model.pt").exists():
             resume = ["--resume"] if (run / "last.pt").exists() else []
+            extra = sets(*overrides)
             medistill("train", role, "--out", str(run), *common, *extra, *distill, *resume, log=log)
         if not (run / "eval" / "summary.json").exists():
             medistill(
@@ -225,7 +187,7 @@ def main() -> int:
         results[name] = {
             "summary": summary,
             "commands": log or previous.get("commands", []),
-            "folder": folders[name],
+            "folder": folder,
             "wall_s": previous.get("wall_s", 0.0) + time.perf_counter() - t0,
         }
         (out / "results.json").write_text(json.dumps(results, indent=2))
@@ -250,13 +212,13 @@ def main() -> int:
         }
     if args.no_latency:
         return 0
-    latency(out, results, folders)
+    latency(out, results)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     write_table(out, results)
     return 0
 
 
-def latency(out: Path, results: dict, folders: dict) -> None:
+def latency(out: Path, results: dict) -> None:
     """CPU seconds per forward pass of every trained network at 64^3 and 128^3, one run."""
     import torch
 
