@@ -16,16 +16,26 @@ from __future__ import annotations
 
 import argparse
 import csv
+import sys
 from pathlib import Path
 
 import torch
 
+from medistill.errors import InputError
 from medistill.io import load
 from medistill.labeltransfer import losses as L
 from medistill.labeltransfer.model import checkpoint_atlas, load_model
 
 
 def main() -> int:
+    try:
+        return fields()
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def fields() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run folders holding model.pt")
     parser.add_argument("--heldout", type=Path, required=True, help="folder with images.csv")
@@ -44,8 +54,9 @@ def main() -> int:
         for path in images:
             image = torch.from_numpy(load(path).data.astype("float32"))[None, None]
             if image.shape != atlas.shape:
-                print(f"{path}: grid {tuple(image.shape[2:])} is not the atlas's working grid")
-                return 2
+                raise InputError(
+                    f"{path}: grid {tuple(image.shape[2:])} is not the atlas's working grid"
+                )
             with torch.inference_mode():
                 out = net(atlas, None, image)
             length = out.disp.norm(dim=1)
