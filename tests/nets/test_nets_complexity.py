@@ -1,4 +1,4 @@
-"""Tests of medistill.nets.profile (parameter and MAC counts)."""
+"""Tests of medistill.nets.complexity (parameter and MAC counts)."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from medistill.errors import InputError
-from medistill.metrics._common import (
+from medistill.metrics._checks import (
     check_same_shape,
     check_spacing,
     nanmean,

@@ -14,7 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from medistill.errors import InputError
-from medistill.metrics._common import check_same_shape, to_numpy
+from medistill.metrics._checks import check_same_shape, to_numpy
 from medistill.typing import ArrayLike
 
 __all__ = ["psnr", "ssim", "ssim_slices", "nmse"]

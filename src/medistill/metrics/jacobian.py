@@ -14,7 +14,7 @@ import numpy as np
 from scipy import ndimage
 
 from medistill.errors import InputError
-from medistill.metrics._common import to_numpy
+from medistill.metrics._checks import to_numpy
 from medistill.typing import ArrayLike
 
 __all__ = [

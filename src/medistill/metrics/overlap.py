@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from medistill.metrics._common import (
+from medistill.metrics._checks import (
     check_same_shape,
     nanmean,
     resolve_labels,

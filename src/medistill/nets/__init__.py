@@ -22,9 +22,9 @@ from medistill.nets.cascade import (
     build_student,
     build_teacher,
 )
+from medistill.nets.complexity import count_macs, count_parameters
 from medistill.nets.critic import FieldCritic
 from medistill.nets.ldr import LDRStudent, LDRStudentFast
-from medistill.nets.profile import count_macs, count_parameters
 from medistill.nets.voxelmorph import VoxelMorph
 from medistill.nets.vtn import VTN, VTNEncoder
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medistill.errors import InputError
-from medistill.nets._common import (
+from medistill.nets._layers import (
     check_ndim,
     check_option,
     check_widths,

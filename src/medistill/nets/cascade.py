@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from medistill.errors import InputError
-from medistill.nets._common import check_ndim, check_option, no_autocast
+from medistill.nets._layers import check_ndim, check_option, no_autocast
 from medistill.nets.affine import AffineStem, SmallAffineStem
 from medistill.nets.ldr import LDRStudent, LDRStudentFast
 from medistill.nets.vtn import VTN

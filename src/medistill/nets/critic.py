@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from medistill.errors import InputError
-from medistill.nets._common import check_ndim, check_size, check_widths, conv
+from medistill.nets._layers import check_ndim, check_size, check_widths, conv
 
 __all__ = ["FieldCritic"]
 

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from medistill.errors import InputError
-from medistill.nets._common import (
+from medistill.nets._layers import (
     check_ndim,
     check_widths,
     conv,

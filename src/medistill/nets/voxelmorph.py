@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medistill.errors import InputError
-from medistill.nets._common import check_ndim, check_widths, conv, init_flow_, pair_input
+from medistill.nets._layers import check_ndim, check_widths, conv, init_flow_, pair_input
 from medistill.spatial import integrate_velocity
 
 __all__ = ["VoxelMorph"]

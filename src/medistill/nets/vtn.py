@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from medistill.nets._common import (
+from medistill.nets._layers import (
     check_ndim,
     conv,
     conv_transpose,
