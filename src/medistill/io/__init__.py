@@ -1,6 +1,6 @@
 """Image I/O with world-space geometry: readers, NIfTI writer, reorientation, working grids."""
 
-from medistill.io.atomic import atomic_path, write_metrics
+from medistill.io.atomic import atomic_path
 from medistill.io.grid import (
     WorkingGrid,
     check_same_grid,
@@ -20,7 +20,6 @@ __all__ = [
     "Reorientation",
     "WorkingGrid",
     "atomic_path",
-    "write_metrics",
     "check_same_grid",
     "content_box",
     "ct_window",

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
-import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -50,16 +47,10 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def write_metrics(out: PathLike, rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
-    """Write ``out/metrics.csv`` (one row per case; columns: every key, in first-seen order) and
-    ``out/summary.json``, each atomically; ``out`` is created when missing."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
-    writer.writeheader()
-    writer.writerows(rows)
-    with atomic_path(out / "metrics.csv") as tmp:
-        tmp.write_text(buf.getvalue())
-    with atomic_path(out / "summary.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2))
+def __getattr__(name: str) -> Any:
+    """``write_metrics`` moved to :mod:`medistill.metrics.summary`; the old import path works."""
+    if name == "write_metrics":
+        from medistill.metrics.summary import write_metrics
+
+        return write_metrics
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

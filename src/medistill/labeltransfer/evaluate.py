@@ -8,7 +8,6 @@ CSV columns: ``image`` and ``labels`` (paths relative to the CSV). Outputs in ``
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,11 @@ from torch import nn
 
 from medistill.errors import InputError
 from medistill.io import Image, check_same_grid, load
-from medistill.io.atomic import write_metrics
 from medistill.labeltransfer.apply import transfer_labels
 from medistill.labeltransfer.data import atlas_images
 from medistill.labeltransfer.model import checkpoint_atlas, load_model, transfer_network
-from medistill.metrics import dice, folding_fraction, summarize
+from medistill.metrics import dice, folding_fraction
+from medistill.metrics.summary import nanmean, per_label_means, summarize_rows, write_metrics
 from medistill.typing import PathLike
 
 __all__ = ["evaluate", "evaluate_transfer", "read_images_csv", "resolve_atlas"]
@@ -46,11 +45,6 @@ def read_images_csv(path: PathLike) -> list[tuple[Path, Path]]:
             raise InputError(f"{path}: row {line} needs both an 'image' and a 'labels' path")
         out.append((image, labels))
     return out
-
-
-def _nanmean(values: Sequence[float]) -> float:
-    finite = [v for v in values if not math.isnan(v)]
-    return float(np.mean(finite)) if finite else float("nan")
 
 
 def evaluate_transfer(
@@ -92,23 +86,21 @@ def evaluate_transfer(
         truth = check_same_grid(image, load(labels_path, is_label=True, dims=ndim))
         result = transfer_labels(model, atlas, atlas_labels, image, shape=shape, interp=interp)
         d = dice(result.labels.data, truth.data, labels=chosen)
-        row: dict[str, Any] = {"image": image_path.name, "dice_mean": _nanmean(list(d.values()))}
+        row: dict[str, Any] = {"image": image_path.name, "dice_mean": nanmean(d)}
         row.update({f"dice_{k}": v for k, v in d.items()})
         row["folding_pct"] = 100.0 * folding_fraction(result.jacobian)
         row["seconds"] = result.seconds_total
         rows.append(row)
-    means = [r["dice_mean"] for r in rows]
-    mean, sd = summarize(means)
     summary: dict[str, Any] = {
         **(meta or {}),
         "images": len(rows),
         "working_shape": list(shape),
         "labels": chosen,
-        "dice_mean": mean,
-        "dice_sd": sd,
-        "dice_per_label": {str(k): _nanmean([r[f"dice_{k}"] for r in rows]) for k in chosen},
-        "folding_pct": float(np.mean([r["folding_pct"] for r in rows])),
-        "seconds_per_image": float(np.mean([r["seconds"] for r in rows])),
+        **summarize_rows(rows, {"dice_mean": "dice_mean"}),
+        "dice_per_label": per_label_means(rows),
+        **summarize_rows(
+            rows, {"folding_pct": "folding_pct", "seconds_per_image": "seconds"}, sd=False
+        ),
     }
     write_metrics(out, rows, summary)
     return summary

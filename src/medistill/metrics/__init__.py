@@ -7,7 +7,7 @@ from medistill.metrics.distance import hd95, mean_hd95, mean_tre, tre
 from medistill.metrics.image import nmse, psnr, ssim, ssim_slices
 from medistill.metrics.jacobian import folding_fraction, jacobian_det_l2r, sdlogj, sdlogj_l2r
 from medistill.metrics.overlap import dice, jaccard, mean_dice, mean_jaccard
-from medistill.metrics.summary import summarize
+from medistill.metrics.summary import summarize, summarize_rows
 
 __all__ = [
     "dice",
@@ -27,4 +27,5 @@ __all__ = [
     "ssim_slices",
     "nmse",
     "summarize",
+    "summarize_rows",
 ]

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from medistill.errors import InputError
-from medistill.io.atomic import write_metrics
 from medistill.io.image import Image
 from medistill.recon.kspace import Layout, change_layout, check_layout, ifft2, mask_layout
 from medistill.recon.masks import check_mask
@@ -262,7 +261,7 @@ def evaluate(
     Raises:
         InputError: unreadable images, or ``acceleration`` given for an SR checkpoint.
     """
-    from medistill.metrics import summarize
+    from medistill.metrics.summary import summarize_rows, write_metrics
     from medistill.recon.data import read_slice_set
 
     model = checkpoint if isinstance(checkpoint, ReconModel) else load_model(checkpoint)
@@ -288,9 +287,8 @@ def evaluate(
         row.update({f"input_{k}": val for k, val in _metrics(low, t).items()})
         rows.append(row)
     summary: dict[str, Any] = {"role": model.role}
-    for key in ("psnr", "ssim", "nmse", "input_psnr", "input_ssim", "input_nmse"):
-        mean, sd = summarize([r[key] for r in rows])
-        summary[f"{key}_mean"], summary[f"{key}_sd"] = mean, sd
+    keys = ("psnr", "ssim", "nmse", "input_psnr", "input_ssim", "input_nmse")
+    summary.update(summarize_rows(rows, {f"{key}_mean": key for key in keys}))
     summary["ms_per_slice"] = latency_ms(model, cfg.data.size)
     summary["params"] = model.params
     summary["acceleration"] = None if model.is_sr else float(acceleration or cfg.mask.acceleration)
