@@ -13,13 +13,7 @@ from medistill.data.datasets import (
     sources_from_h5,
 )
 from medistill.data.embedded import SPLITS, embedded_slices, embedded_subjects, mni_atlas
-from medistill.data.pairing import (
-    PairDataset,
-    all_ordered_pairs,
-    atlas_pairs,
-    random_pairs,
-    read_pairs_csv,
-)
+from medistill.data.pairing import all_ordered_pairs, read_pairs_csv
 from medistill.data.synthesis import (
     ASEG_TO_TISSUE,
     BACKGROUND,
@@ -60,16 +54,13 @@ __all__ = [
     "strip_extracerebral",
     "synth_image_from_labels",
     "tissue_to_oasis",
-    "PairDataset",
     "Subject",
     "SubjectSource",
     "VolumeDataset",
     "all_ordered_pairs",
-    "atlas_pairs",
     "discover",
     "load_subject",
     "prepare_on_grid",
-    "random_pairs",
     "read_landmarks",
     "read_pairs_csv",
     "sources_from_csv",

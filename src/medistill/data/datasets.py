@@ -2,8 +2,7 @@
 
 A :class:`SubjectSource` says where one subject's files are; :func:`load_subject` reads it into a
 :class:`Subject` of :class:`~medistill.io.Image` objects on the image's own grid. Datasets put
-subjects on a working grid for the networks (:class:`VolumeDataset`, and
-:class:`~medistill.data.pairing.PairDataset` for registration pairs).
+subjects on a working grid for the networks (:class:`VolumeDataset`).
 """
 
 from __future__ import annotations

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import nn
 
 from medistill.errors import InputError
@@ -82,9 +81,3 @@ def load_model(path: PathLike) -> tuple[Cascade, dict[str, Any], RegistrationCon
         model.load_state_dict(ckpt["modules"]["model"])
     model.eval()
     return model, ckpt, cfg
-
-
-@torch.inference_mode()
-def predict(model: Cascade, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
-    """The composed displacement ``(B, ndim, *S)`` in voxels for images ``(B, 1, *S)``."""
-    return model(fixed, moving).disp
