@@ -292,3 +292,41 @@ def test_strip_extracerebral_keeps_only_brain_labels():
         strip_extracerebral(labels), np.array([[0, 2, 3, 0], [0, 0, 41, 1035]])
     )
     assert labels[0, 3] == 24  # the input is not modified
+
+
+def test_random_deform_moves_image_and_labels_with_one_field():
+    from medistill.data.synthesis import random_deform
+
+    labels = torch.zeros(1, 24, 24, dtype=torch.int64)
+    labels[:, 6:18, 8:16] = 3
+    image = labels.float() / 3
+    gen = torch.Generator().manual_seed(0)
+    moved_image, moved_nearest = random_deform(
+        [(image, "linear"), (labels, "nearest")], gen, max_disp=3.0
+    )
+    assert moved_nearest.dtype == torch.int64 and set(moved_nearest.unique().tolist()) <= {0, 3}
+    assert not torch.equal(moved_nearest, labels)
+    # the same field for both: the image's half level follows the label boundary
+    assert ((moved_image > 0.5) == (moved_nearest == 3)).float().mean() > 0.97
+    gen = torch.Generator().manual_seed(0)
+    (onehot,) = random_deform([(labels, "onehot")], gen, max_disp=3.0)
+    assert (onehot == moved_nearest).float().mean() > 0.97
+
+
+def test_random_deform_at_zero_returns_inputs_and_draws_only_when_asked():
+    from medistill.data.synthesis import random_deform
+
+    x = torch.rand(1, 8, 8)
+    a, b = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    assert random_deform([(x, "linear")], a, max_disp=0.0)[0] is x
+    assert random_deform([(x, "linear")], b, max_disp=0.0, draw_at_zero=True)[0] is x
+    assert not torch.equal(torch.rand(3, generator=a), torch.rand(3, generator=b))
+    with pytest.raises(InputError, match="interpolation"):
+        random_deform([(x, "cubic")], a, max_disp=1.0)
+
+
+def test_synth_t1_like_is_importable_from_the_task_module_and_data():
+    from medistill.data.synthesis import synth_t1_like
+    from medistill.labeltransfer.data import synth_t1_like as task_synth
+
+    assert task_synth is synth_t1_like

@@ -33,6 +33,7 @@ from medistill.data.synthesis import (
 from medistill.errors import InputError
 from medistill.io.grid import WorkingGrid, resample_array
 from medistill.io.image import Image
+from medistill.seeding import stream as random_stream
 from medistill.spatial import random_smooth_disp, warp, warp_labels
 
 __all__ = ["SPLITS", "embedded_slices", "embedded_subjects", "mni_atlas"]
@@ -209,12 +210,6 @@ def _atlas_on_grid(
     return grid, image, labels
 
 
-def _generator(seed: int, stream: int, index: int) -> torch.Generator:
-    """An independent CPU generator for (seed, stream, index)."""
-    state = np.random.SeedSequence([int(seed), int(stream), int(index)]).generate_state(2)
-    return torch.Generator(device="cpu").manual_seed(int(state[0]) << 32 | int(state[1]))
-
-
 def _split_stream(fn: str, split: str) -> int:
     if split not in _SPLIT_STREAM:
         raise InputError(f"{fn}(): 'split' must be one of {SPLITS}, got {split!r}")
@@ -274,7 +269,7 @@ def embedded_subjects(
     values = torch.tensor([BACKGROUND, CSF, GREY_MATTER, WHITE_MATTER])
     subjects = []
     for i in range(int(n)):
-        gen = _generator(seed, stream, i)
+        gen = random_stream(seed, stream, i)
         disp = random_smooth_disp(
             sizes, control_points=control_points, max_disp=bound, generator=gen
         )
@@ -350,7 +345,7 @@ def embedded_slices(
     ratio = grid.spacing / min(image.spacing)
     out = []
     for i in range(int(n)):
-        gen = _generator(seed, stream, i)
+        gen = random_stream(seed, stream, i)
         z = int(planes[int(torch.randint(planes.size, (1,), generator=gen))])
         affine = image.affine.copy()
         affine[:3, 3] = image.affine[:3, :3] @ np.array([0.0, 0.0, z]) + image.affine[:3, 3]

@@ -36,7 +36,9 @@ __all__ = [
     "BACKGROUND",
     "CSF",
     "GREY_MATTER",
+    "INTERPOLATIONS",
     "TISSUE_CLASSES",
+    "TISSUE_MEANS",
     "TISSUE_TO_OASIS",
     "WHITE_MATTER",
     "SynthPairGenerator",
@@ -44,8 +46,10 @@ __all__ = [
     "gaussian_blur",
     "map_labels",
     "random_bias_field",
+    "random_deform",
     "random_intensity_augment",
     "synth_image_from_labels",
+    "synth_t1_like",
     "tissue_to_oasis",
 ]
 
@@ -99,6 +103,11 @@ darker grey matter; in ``oasis_B`` the darkest CSF voxels below about 0.1 are le
 closest common scheme is therefore {0 background, 1 CSF + GM, 2 WM}; compare label maps on it only
 as a coarse check (brain mask and bright/dark tissue), not as a tissue segmentation score.
 """
+
+
+TISSUE_MEANS = {0: 0.0, 1: 0.25, 2: 0.6, 3: 0.85}
+"""T1-like mean intensity of each tissue class (background, CSF, GM, WM), close to the embedded
+MNI atlas' class means on its working grid (0, 0.28, 0.61, 0.84)."""
 
 
 # ----------------------------------------------------------------------------- label mapping
@@ -448,6 +457,55 @@ def synth_image_from_labels(
     return image
 
 
+def synth_t1_like(
+    labels: Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    scheme: str = "aseg",
+    jitter: float = 0.05,
+) -> Tensor:
+    """A skull-stripped T1-like image from a FreeSurfer-style (or tissue) label map.
+
+    Every label value gets the mean of its tissue class (:data:`TISSUE_MEANS`) plus a uniform
+    jitter of ``+-jitter``; texture, blur, bias field, noise and gamma as in
+    :func:`synth_image_from_labels` but milder; background (label 0) exactly 0.
+
+    Args:
+        labels: ``(B, 1, *S)`` integer label map.
+        generator: random generator.
+        scheme: ``"aseg"`` (FreeSurfer labels, classes by :func:`aseg_to_tissue`;
+            note aseg 2 is white and 3 grey matter) or ``"tissue"`` (0 background, 1 CSF, 2 GM,
+            3 WM already).
+        jitter: bound of the per-label mean jitter.
+
+    Returns:
+        ``(B, 1, *S)`` float32 image in [0, 1].
+    """
+    if scheme not in ("aseg", "tissue"):
+        raise InputError(f"synth_t1_like(): 'scheme' must be 'aseg' or 'tissue', got {scheme!r}")
+    values = [int(v) for v in torch.unique(labels).tolist()]
+    if scheme == "aseg":
+        classes = [int(c) for c in np.asarray(aseg_to_tissue(np.array(values)))]
+    else:
+        classes = [v if v in TISSUE_MEANS else 0 for v in values]
+    means = {}
+    for v, tissue in zip(values, classes, strict=True):
+        shift = (torch.rand((), generator=generator).item() * 2 - 1) * jitter
+        means[v] = 0.0 if v == 0 else TISSUE_MEANS[tissue] + shift
+    image = synth_image_from_labels(
+        labels,
+        generator=generator,
+        means=means,
+        std_range=(0.0, 0.03),
+        blur_sigma=(0.3, 0.8),
+        bias_strength=0.2,
+        noise_std=(0.0, 0.02),
+        gamma_range=(0.85, 1.15),
+        zero_background=True,
+    ).float()
+    return image * (labels != 0)  # skull-stripped: background exactly 0
+
+
 def random_intensity_augment(
     image: Tensor,
     *,
@@ -508,6 +566,69 @@ def random_intensity_augment(
     out = out.clamp(0.0, 1.0)
     if keep_background:
         out = torch.where(image == 0, torch.zeros_like(out), out)
+    return out
+
+
+# ----------------------------------------------------------------------------- deformation
+INTERPOLATIONS = ("linear", "nearest", "onehot")
+"""How :func:`random_deform` resamples: images linearly; label maps by nearest neighbour (exact
+values) or linearly on one-hot channels then argmax (smoother boundaries)."""
+
+
+def random_deform(
+    tensors: Sequence[tuple[Tensor, str]],
+    generator: torch.Generator | None,
+    *,
+    max_disp: float,
+    control_points: int = 5,
+    draw_at_zero: bool = False,
+) -> list[Tensor]:
+    """Deform ``(1, *S)`` tensors by one random cubic B-spline displacement.
+
+    The field (:func:`medistill.spatial.random_smooth_disp`) has components uniform in
+    ``+-max_disp`` voxels at ``control_points`` control points per axis; the same field moves
+    every tensor, so an image and its label map stay aligned.
+
+    Args:
+        tensors: ``(tensor, interpolation)`` pairs: tensors ``(1, *S)`` on one grid (images float,
+            label maps integer), interpolation one of :data:`INTERPOLATIONS`.
+        generator: random generator (the field is drawn on its device, made on the tensors').
+        max_disp: bound of each displacement component in voxels; ``<= 0`` returns the tensors
+            unchanged.
+        control_points: B-spline control points per axis (``>= 4``).
+        draw_at_zero: draw the field even when ``max_disp <= 0``, so that what is drawn from
+            ``generator`` afterwards does not depend on ``max_disp``.
+
+    Returns:
+        The deformed tensors, in order, each with the shape and dtype of its input.
+    """
+    if not tensors:
+        return []
+    for _, interp in tensors:
+        if interp not in INTERPOLATIONS:
+            raise InputError(
+                f"random_deform(): interpolation must be one of {INTERPOLATIONS}, got {interp!r}"
+            )
+    first = tensors[0][0]
+    if max_disp <= 0 and not draw_at_zero:
+        return [x for x, _ in tensors]
+    disp = random_smooth_disp(
+        tuple(first.shape[1:]),
+        control_points=control_points,
+        max_disp=max(float(max_disp), 0.0),
+        generator=generator,
+        device=first.device,
+    )
+    if max_disp <= 0:
+        return [x for x, _ in tensors]
+    out = []
+    for x, interp in tensors:
+        if interp == "linear":
+            out.append(warp(x[None], disp)[0])
+        elif interp == "onehot":
+            out.append(warp_labels(x[None], disp)[0])
+        else:
+            out.append(warp(x[None].to(disp.dtype), disp, mode="nearest")[0].round().to(x.dtype))
     return out
 
 
@@ -641,30 +762,17 @@ class SynthPairGenerator(torch.utils.data.IterableDataset):
             return torch.as_tensor(self.merge(labels), device=labels.device).long()
         return map_labels(labels, self.merge).long()
 
-    def _deform(self, labels: Tensor, generator: torch.Generator) -> Tensor:
-        """Deform a ``(1, *S)`` int64 label map with a fresh random field."""
-        if self.max_disp == 0:
-            # draw anyway so that max_disp does not change the rest of the random stream
-            random_smooth_disp(
-                self.shape,
-                control_points=self.control_points,
-                max_disp=0.0,
-                generator=generator,
-                device=self.device,
-            )
-            return labels
-        disp = random_smooth_disp(
-            self.shape,
-            control_points=self.control_points,
+    def _deform(self, labels: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Deform a ``(1, *S)`` int64 label map with a fresh random field (drawn even when
+        ``max_disp`` is 0, so that ``max_disp`` does not change the rest of the random stream)."""
+        interp = "onehot" if self.label_interp == "onehot" else "nearest"
+        return random_deform(
+            [(labels, interp)],
+            generator,
             max_disp=self.max_disp,
-            generator=generator,
-            device=self.device,
-        )
-        lab = labels.unsqueeze(0)
-        if self.label_interp == "onehot":
-            return warp_labels(lab, disp)[0]
-        out = warp(lab.to(disp.dtype), disp, mode="nearest")
-        return out[0].round().long()
+            control_points=self.control_points,
+            draw_at_zero=True,
+        )[0]
 
     def sample(self, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """Draw one synthetic pair.

@@ -25,11 +25,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from medistill.data.synthesis import TISSUE_MEANS, random_deform, synth_t1_like
 from medistill.errors import InputError
 from medistill.io import Image, WorkingGrid, check_same_grid, load, normalize_percentile, save
 from medistill.labeltransfer.config import DataConfig
 from medistill.labeltransfer.model import Atlas
-from medistill.spatial import random_smooth_disp, warp
+from medistill.seeding import stream
 
 __all__ = [
     "LABEL_MODES",
@@ -48,9 +49,6 @@ __all__ = [
 
 SOURCES = ("embedded", "labelmaps", "images")
 LABEL_MODES = ("keep", "aseg-tissue")
-TISSUE_MEANS = {0: 0.0, 1: 0.25, 2: 0.6, 3: 0.85}
-"""T1-like mean intensity of each tissue class (background, CSF, GM, WM), close to the embedded
-MNI atlas' class means on its working grid (0, 0.28, 0.61, 0.84)."""
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -77,71 +75,13 @@ def _tensor(image: Image, dtype: torch.dtype = torch.float32) -> Tensor:
 
 def _deform(x: Tensor, max_disp: float, generator: torch.Generator, mode: str) -> Tensor:
     """Warp ``(1, *S)`` by a random cubic B-spline field (5 control points, +-max_disp voxels)."""
-    if max_disp <= 0:
-        return x
-    disp = random_smooth_disp(
-        tuple(x.shape[1:]), control_points=5, max_disp=max_disp, generator=generator
-    )
-    if mode == "nearest":
-        return warp(x[None].float(), disp, mode="nearest")[0].round().to(x.dtype)
-    return warp(x[None], disp)[0]
+    return random_deform([(x, mode)], generator, max_disp=max_disp)[0]
 
 
 def _merge(labels: np.ndarray | Tensor, mode: str):
     from medistill.data import aseg_to_tissue
 
     return aseg_to_tissue(labels) if mode == "aseg-tissue" else labels
-
-
-def synth_t1_like(
-    labels: Tensor,
-    generator: torch.Generator | None = None,
-    *,
-    scheme: str = "aseg",
-    jitter: float = 0.05,
-) -> Tensor:
-    """A skull-stripped T1-like image from a FreeSurfer-style (or tissue) label map.
-
-    Every label value gets the mean of its tissue class (:data:`TISSUE_MEANS`) plus a uniform
-    jitter of ``+-jitter``; texture, blur, bias field, noise and gamma as in
-    :func:`medistill.data.synth_image_from_labels` but milder; background (label 0) exactly 0.
-
-    Args:
-        labels: ``(B, 1, *S)`` integer label map.
-        generator: random generator.
-        scheme: ``"aseg"`` (FreeSurfer labels, classes by :func:`medistill.data.aseg_to_tissue`;
-            note aseg 2 is white and 3 grey matter) or ``"tissue"`` (0 background, 1 CSF, 2 GM,
-            3 WM already).
-        jitter: bound of the per-label mean jitter.
-
-    Returns:
-        ``(B, 1, *S)`` float32 image in [0, 1].
-    """
-    from medistill.data import aseg_to_tissue, synth_image_from_labels
-
-    if scheme not in ("aseg", "tissue"):
-        raise InputError(f"synth_t1_like(): 'scheme' must be 'aseg' or 'tissue', got {scheme!r}")
-    values = [int(v) for v in torch.unique(labels).tolist()]
-    if scheme == "aseg":
-        classes = [int(c) for c in np.asarray(aseg_to_tissue(np.array(values)))]
-    else:
-        classes = [v if v in TISSUE_MEANS else 0 for v in values]
-    means = {}
-    for v, tissue in zip(values, classes, strict=True):
-        shift = (torch.rand((), generator=generator).item() * 2 - 1) * jitter
-        means[v] = 0.0 if v == 0 else TISSUE_MEANS[tissue] + shift
-    image = synth_image_from_labels(
-        labels,
-        generator=generator,
-        means=means,
-        std_range=(0.0, 0.03),
-        blur_sigma=(0.3, 0.8),
-        bias_strength=0.2,
-        noise_std=(0.0, 0.02),
-        gamma_range=(0.85, 1.15),
-        zero_background=True,
-    ).float()
-    return image * (labels != 0)  # skull-stripped: background exactly 0
 
 
 # ----------------------------------------------------------------------------- image sources
@@ -300,7 +240,7 @@ def _split_maps(cfg: DataConfig, maps: list[Image]) -> tuple[int, list[int], lis
 
 def _synth_subject(labels: Image, seed: int, index: int, mode: str) -> tuple[Image, Image]:
     """A labelled subject: a T1-like image synthesised (fixed seed) from a label map."""
-    gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + 7_919 * int(index) + 11)
+    gen = stream(seed, "labeltransfer-subject", index)
     raw = _tensor(labels, torch.int64)
     image = synth_t1_like(raw[None], gen)[0, 0].numpy()
     merged = np.asarray(_merge(labels.data.astype(np.int64), mode)).astype(np.int32)

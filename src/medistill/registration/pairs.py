@@ -11,14 +11,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from medistill.data.synthesis import random_deform
 from medistill.errors import InputError
 from medistill.registration.config import DataConfig
-from medistill.spatial import random_smooth_disp, warp, warp_labels
+from medistill.seeding import stream
 
 
 def pair_generator(seed: int, index: int) -> torch.Generator:
     """The generator that defines fixed training pair ``index`` of a source seeded ``seed``."""
-    return torch.Generator().manual_seed(int(seed) * 7_368_787 + int(index) * 104_723 + 17)
+    return stream(seed, "registration-pairs", index)
 
 
 class PairSource:
@@ -48,20 +49,17 @@ class PairSource:
 
     def describe(self) -> str:
         """A text that changes whenever the pairs would change (for the flow-cache key)."""
-        return f"{type(self).__name__}:{self.seed}:{self.augment_disp}:{self.shape}"
+        # "stream": pairs come from seeding.stream (a cache made with the older formula rebuilds)
+        return f"{type(self).__name__}:{self.seed}:{self.augment_disp}:{self.shape}:stream"
 
     def _augment(self, item: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
         """Deform the moving image (and labels) by a random cubic B-spline (5 control points)."""
-        if self.augment_disp <= 0:
-            return item
-        disp = random_smooth_disp(
-            self.shape, batch=1, control_points=5, max_disp=self.augment_disp, generator=generator
+        keys = [k for k in ("moving", "moving_labels") if k in item]
+        interps = {"moving": "linear", "moving_labels": "onehot"}
+        moved = random_deform(
+            [(item[k], interps[k]) for k in keys], generator, max_disp=self.augment_disp
         )
-        out = dict(item)
-        out["moving"] = warp(item["moving"][None], disp)[0]
-        if "moving_labels" in item:
-            out["moving_labels"] = warp_labels(item["moving_labels"][None], disp)[0]
-        return out
+        return {**item, **dict(zip(keys, moved, strict=True))}
 
 
 class SubjectPairs(PairSource):
