@@ -13,6 +13,7 @@ from medistill.data.datasets import (
     sources_from_h5,
 )
 from medistill.data.embedded import SPLITS, embedded_slices, embedded_subjects, mni_atlas
+from medistill.data.heldout import make_heldout_pairs, split_label_maps
 from medistill.data.pairing import all_ordered_pairs, read_pairs_csv
 from medistill.data.synthesis import (
     ASEG_TO_TISSUE,
@@ -47,6 +48,7 @@ __all__ = [
     "embedded_slices",
     "embedded_subjects",
     "gaussian_blur",
+    "make_heldout_pairs",
     "map_labels",
     "mni_atlas",
     "random_bias_field",
@@ -66,4 +68,5 @@ __all__ = [
     "sources_from_csv",
     "sources_from_folder",
     "sources_from_h5",
+    "split_label_maps",
 ]
