@@ -1,15 +1,23 @@
-"""Self-contained HTML reports: tables and matplotlib figures embedded as base64 PNG."""
+"""The report kit of the demos and benchmarks: self-contained HTML reports (tables and matplotlib
+figures embedded as base64 PNG), the Dice bar figure, mid-plane views, tissue names, a stopwatch
+for the stages of a run and the one CPU latency timer.
+"""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
-from collections.abc import Sequence
+import statistics
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from medistill.io.atomic import atomic_path
 from medistill.typing import PathLike
@@ -71,3 +79,135 @@ def write_report(path: PathLike, title: str, sections: Sequence[tuple[str, str]]
 def img_tag(uri: str, caption: str) -> str:
     """A ``<figure>`` with an embedded image and caption."""
     return f"<figure><img src='{uri}'><figcaption>{html.escape(caption)}</figcaption></figure>"
+
+
+# ----------------------------------------------------------------------------- figures
+TISSUE_NAMES: dict[int, str] = {1: "CSF", 2: "GM", 3: "WM"}
+"""Short names of the tissue labels (:data:`medistill.data.synthesis.TISSUE_CLASSES`) for plots
+and table columns."""
+
+
+def label_name(label: int | str) -> str:
+    """The tissue name of a label value (``"GM"`` for 2), else the value as text."""
+    text = str(label)
+    return TISSUE_NAMES.get(int(text), text) if text.lstrip("-").isdigit() else text
+
+
+def mid_plane(volume: np.ndarray) -> np.ndarray:
+    """A 2-D image as it is, or the middle plane of a 3-D volume along its last array axis (the
+    axial plane of a RAS grid); rotated for display with the second array axis (anterior) up."""
+    data = volume if volume.ndim == 2 else volume[:, :, volume.shape[2] // 2]
+    return np.rot90(data)
+
+
+def dice_bar_figure(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Grouped bars of mean Dice per label, one bar colour per row (model), as a data URI.
+
+    Args:
+        rows: dicts with ``model`` (the legend) and ``dice_per_label`` (``{"1": dice, ...}``,
+            string keys as in every ``summary.json``).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = sorted({str(k) for r in rows for k in r.get("dice_per_label", {})}, key=_label_key)
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    width = 0.8 / max(1, len(rows))
+    for i, row in enumerate(rows):
+        per_label = {str(k): v for k, v in row.get("dice_per_label", {}).items()}
+        values = [per_label.get(k, np.nan) for k in labels]
+        ax.bar(np.arange(len(labels)) + i * width, values, width, label=row["model"])
+    ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2)
+    ax.set_xticklabels([label_name(k) for k in labels])
+    ax.set_ylabel("Dice")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, loc="lower right")
+    return figure_to_data_uri(fig)
+
+
+def _label_key(label: str) -> tuple[int, str]:
+    return (int(label), "") if label.lstrip("-").isdigit() else (0, label)
+
+
+# ----------------------------------------------------------------------------- timing
+class Stopwatch:
+    """Wall-clock seconds of the named stages of a run.
+
+    Example::
+
+        watch = Stopwatch()
+        with watch.stage("train teacher"):
+            ...
+        watch.timings_s  # {"train teacher": 12.3}; watch.total() adds "total"
+    """
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.timings_s: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Time the body under ``name`` (seconds; a repeated name adds up)."""
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings_s[name] = self.timings_s.get(name, 0.0) + time.perf_counter() - t
+
+    def total(self) -> dict[str, float]:
+        """The stage timings plus ``total``: seconds since the stopwatch was made."""
+        return {**self.timings_s, "total": time.perf_counter() - self.start}
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Seconds of the timed calls of :func:`time_call`.
+
+    Attributes:
+        median_s: median seconds of one call (the figure reported everywhere).
+        min_s: the fastest call, seconds.
+        repeats: timed calls.
+    """
+
+    median_s: float
+    min_s: float
+    repeats: int
+
+    def as_dict(self) -> dict[str, float]:
+        """``{"median_s", "min_s", "repeats"}`` for JSON summaries."""
+        return asdict(self)
+
+
+def time_call(
+    fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1, threads: int | None = None
+) -> Latency:
+    """CPU latency of ``fn()``: ``warmup`` untimed calls, then ``repeats`` timed ones.
+
+    The one latency timer of medistill (registration ``bench`` and the recon latency use it);
+    its headline is the median, robust to a few calls slowed by other load on the machine.
+
+    Args:
+        fn: the call to time (e.g. one forward pass under ``torch.inference_mode``).
+        repeats: timed calls (at least 1).
+        warmup: untimed calls first (allocations, lazy initialisation).
+        threads: PyTorch CPU threads during the measurement (``None``/0: unchanged).
+
+    Returns:
+        The :class:`Latency` of one call, in seconds.
+    """
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        for _ in range(max(0, warmup)):
+            fn()
+        times = []
+        for _ in range(max(1, repeats)):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(before)
+    return Latency(statistics.median(times), min(times), len(times))

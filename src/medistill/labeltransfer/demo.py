@@ -11,15 +11,13 @@ preset or overrides (``--set``) give a 3-D demo.
 from __future__ import annotations
 
 import copy
-import json
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from medistill.labeltransfer.config import LabelTransferConfig, presets
+from medistill.metrics.summary import nanmean, per_label_means, summarize_rows, write_summary
+from medistill.report import Stopwatch
 from medistill.train import load_config
 
 __all__ = ["BACKWARD_TERMS", "forward_only", "identity_row", "run_demo"]
@@ -39,33 +37,21 @@ def identity_row(images_csv: Path, atlas_labels: Path, labels: list[int]) -> dic
     """Dice of the atlas labels laid on each image through world space, without registration."""
     from medistill.io import load, resample_array
     from medistill.labeltransfer.evaluate import read_images_csv
-    from medistill.metrics import dice, summarize
+    from medistill.metrics import dice
 
     atlas = load(atlas_labels, is_label=True)
-    means, per_label = [], {k: [] for k in labels}
+    rows = []
     for _image, labels_path in read_images_csv(images_csv):
         truth = load(labels_path, is_label=True)
         laid = resample_array(atlas.data, atlas.affine, truth.affine, truth.shape, order=0)
         d = dice(laid, truth.data, labels=labels)
-        means.append(float(np.nanmean(list(d.values()))))
-        for k, v in d.items():
-            per_label[k].append(v)
-    mean, sd = summarize(means)
+        rows.append({"dice": nanmean(d), **{f"dice_{k}": v for k, v in d.items()}})
     return {
         "model": "no registration",
-        "dice_mean": mean,
-        "dice_sd": sd,
-        "dice_per_label": {str(k): float(np.nanmean(v)) for k, v in per_label.items()},
+        **summarize_rows(rows, {"dice_mean": "dice"}),
+        "dice_per_label": per_label_means(rows),
         "folding_pct": 0.0,
     }
-
-
-def _train(cfg: LabelTransferConfig, run: Path, data) -> float:
-    from medistill.labeltransfer.training import train
-
-    t = time.perf_counter()
-    train(cfg, run, resume=(run / "last.pt").exists(), data=data)
-    return time.perf_counter() - t
 
 
 def run_demo(
@@ -75,15 +61,14 @@ def run_demo(
     from medistill.labeltransfer.data import build_data, heldout_subjects, write_eval_set
     from medistill.labeltransfer.demo_report import write_demo_report
     from medistill.labeltransfer.evaluate import evaluate
+    from medistill.labeltransfer.training import train
 
-    start = time.perf_counter()
+    watch = Stopwatch()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(LabelTransferConfig, config, presets=presets(), overrides=overrides or [])
-    timings: dict[str, float] = {}
-    t = time.perf_counter()
-    data = build_data(cfg.data)
-    timings["data"] = time.perf_counter() - t
+    with watch.stage("data"):
+        data = build_data(cfg.data)
 
     runs = {
         "LT-Net": (cfg, "ltnet"),
@@ -91,30 +76,30 @@ def run_demo(
     }
     checkpoints = {}
     for name, (run_cfg, folder) in runs.items():
-        timings[f"train {name}"] = _train(run_cfg, out / "runs" / folder, data)
+        run = out / "runs" / folder
+        with watch.stage(f"train {name}"):
+            train(run_cfg, run, resume=(run / "last.pt").exists(), data=data)
         target = out / ("ltnet.pt" if folder == "ltnet" else "forward_only.pt")
         shutil.copyfile(out / "runs" / folder / "model.pt", target)
         checkpoints[name] = target
 
-    t = time.perf_counter()
-    images_csv, atlas_path, atlas_labels_path = write_eval_set(
-        out / "heldout", data.atlas, heldout_subjects(cfg.data, n_test)
-    )
-    labels = [int(v) for v in data.atlas.values.tolist() if v != 0]
-    rows = [identity_row(images_csv, atlas_labels_path, labels)]
-    for name in ("forward-only (VoxelMorph-style)", "LT-Net"):
-        summary = evaluate(checkpoints[name], images_csv, out / "eval" / checkpoints[name].stem)
-        rows.append({"model": name, **summary})
-    timings["evaluate"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - start
+    with watch.stage("evaluate"):
+        images_csv, atlas_path, atlas_labels_path = write_eval_set(
+            out / "heldout", data.atlas, heldout_subjects(cfg.data, n_test)
+        )
+        labels = [int(v) for v in data.atlas.values.tolist() if v != 0]
+        rows = [identity_row(images_csv, atlas_labels_path, labels)]
+        for name in ("forward-only (VoxelMorph-style)", "LT-Net"):
+            ckpt = checkpoints[name]
+            rows.append({"model": name, **evaluate(ckpt, images_csv, out / "eval" / ckpt.stem)})
     summary = {
         "rows": rows,
-        "timings_s": timings,
+        "timings_s": watch.total(),
         "config": config,
         "overrides": overrides or [],
         "data": data.description,
         "working_shape": list(cfg.data.shape),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    write_summary(out / "summary.json", summary)
     write_demo_report(out, summary, images_csv, checkpoints)
     return summary

@@ -9,18 +9,19 @@ from typing import Any
 
 import numpy as np
 
-from medistill.report import figure_to_data_uri, html_table, img_tag, write_report
+from medistill.report import (
+    dice_bar_figure,
+    figure_to_data_uri,
+    html_table,
+    img_tag,
+    label_name,
+    mid_plane,
+    write_report,
+)
 
 __all__ = ["write_demo_report"]
 
-LABEL_NAMES = {1: "CSF", 2: "GM", 3: "WM"}
 COLOURS = {1: "#2ca02c", 2: "#ff7f0e", 3: "#1f77b4"}
-
-
-def _plane(volume: np.ndarray) -> np.ndarray:
-    """The image itself (2-D) or its middle axial plane (3-D), anterior up."""
-    data = volume if volume.ndim == 2 else volume[:, :, volume.shape[2] // 2]
-    return np.rot90(data)
 
 
 def _segmentation_figure(panels: list[tuple[str, np.ndarray, np.ndarray | None]]) -> str:
@@ -31,31 +32,14 @@ def _segmentation_figure(panels: list[tuple[str, np.ndarray, np.ndarray | None]]
 
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4))
     for ax, (title, image, labels) in zip(np.atleast_1d(axes), panels, strict=True):
-        ax.imshow(_plane(image), cmap="gray")
+        ax.imshow(mid_plane(image), cmap="gray")
         if labels is not None:
-            plane = _plane(labels)
+            plane = mid_plane(labels)
             for value, colour in COLOURS.items():
                 if np.any(plane == value):
                     ax.contour(plane == value, levels=[0.5], colors=[colour], linewidths=0.7)
         ax.set_title(title, fontsize=9)
         ax.axis("off")
-    return figure_to_data_uri(fig)
-
-
-def _dice_figure(rows: list[dict[str, Any]]) -> str:
-    import matplotlib.pyplot as plt
-
-    labels = sorted({int(k) for r in rows for k in r.get("dice_per_label", {})})
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    width = 0.8 / max(1, len(rows))
-    for i, row in enumerate(rows):
-        values = [row.get("dice_per_label", {}).get(str(k), np.nan) for k in labels]
-        ax.bar(np.arange(len(labels)) + i * width, values, width, label=row["model"])
-    ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2)
-    ax.set_xticklabels([LABEL_NAMES.get(k, str(k)) for k in labels])
-    ax.set_ylabel("Dice")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7, loc="lower right")
     return figure_to_data_uri(fig)
 
 
@@ -106,9 +90,9 @@ def write_demo_report(
     rows = summary["rows"]
     for row in rows:
         for key, value in row.get("dice_per_label", {}).items():
-            row[f"Dice {LABEL_NAMES.get(int(key), key)}"] = value
+            row[f"Dice {label_name(key)}"] = value
     columns = ["model", "dice_mean", "dice_sd"]
-    columns += [f"Dice {LABEL_NAMES.get(int(k), k)}" for k in rows[-1].get("dice_per_label", {})]
+    columns += [f"Dice {label_name(k)}" for k in rows[-1].get("dice_per_label", {})]
     columns += ["folding_pct", "seconds_per_image", "params"]
     timings = "".join(f"<li>{k}: {v:.0f} s</li>" for k, v in summary["timings_s"].items())
     sections = [
@@ -128,7 +112,7 @@ def write_demo_report(
                 "axial plane.",
             ),
         ),
-        ("Dice per structure", img_tag(_dice_figure(rows), "Mean over held-out subjects.")),
+        ("Dice per structure", img_tag(dice_bar_figure(rows), "Mean over held-out subjects.")),
     ]
     curves = _curves_figure(out / "runs" / "ltnet" / "log.jsonl")
     if curves is not None:

@@ -11,14 +11,14 @@ checkpoints ``recon_teacher.pt``, ``recon_student.pt``, ``recon_at.pt``, ``recon
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
+from medistill.metrics.summary import write_summary
 from medistill.recon.config import ReconConfig, presets
+from medistill.report import Stopwatch
 from medistill.train import load_config
 
 log = logging.getLogger(__name__)
@@ -55,26 +55,25 @@ def write_heldout(folder: Path, size: int, n: int, seed: int) -> list[Path]:
 
 
 def _train_runs(
-    runs: dict[str, tuple[str, str, str, str]], cfg: ReconConfig, out: Path, timings: dict
+    runs: dict[str, tuple[str, str, str, str]], cfg: ReconConfig, out: Path, watch: Stopwatch
 ) -> dict[str, Path]:
     from medistill.recon.training import train
 
     checkpoints: dict[str, Path] = {}
     teacher = ""
     for name, (role, kind, init, _) in runs.items():
-        t = time.perf_counter()
-        rcfg = copy.deepcopy(cfg)
-        rcfg.distill.kind = kind
-        rcfg.distill.teacher = teacher if role.endswith("student") else ""
-        rcfg.distill.init = str(checkpoints[init]) if init else ""
-        run = out / "runs" / name
-        log.info("demo: training %s (%s, distill %s)", name, role, kind)
-        train(role, rcfg, run, resume=(run / "last.pt").exists())
-        shutil.copyfile(run / "model.pt", out / f"{name}.pt")
-        checkpoints[name] = out / f"{name}.pt"
-        if role.endswith("teacher"):
-            teacher = str(checkpoints[name])
-        timings[f"train {name}"] = time.perf_counter() - t
+        with watch.stage(f"train {name}"):
+            rcfg = copy.deepcopy(cfg)
+            rcfg.distill.kind = kind
+            rcfg.distill.teacher = teacher if role.endswith("student") else ""
+            rcfg.distill.init = str(checkpoints[init]) if init else ""
+            run = out / "runs" / name
+            log.info("demo: training %s (%s, distill %s)", name, role, kind)
+            train(role, rcfg, run, resume=(run / "last.pt").exists())
+            shutil.copyfile(run / "model.pt", out / f"{name}.pt")
+            checkpoints[name] = out / f"{name}.pt"
+            if role.endswith("teacher"):
+                teacher = str(checkpoints[name])
     return checkpoints
 
 
@@ -108,7 +107,8 @@ _METRIC_KEYS = ("psnr_mean", "psnr_sd", "ssim_mean", "ssim_sd", "nmse_mean", "nm
 def _latency(
     checkpoints: dict[str, Path], names: tuple[str, str], sizes: tuple[int, ...]
 ) -> dict[str, dict[int, float]]:
-    """Teacher and student CPU ms per slice (batch 1, 2 threads), interleaved, best of 5."""
+    """Teacher and student CPU ms per slice (batch 1, 2 threads): the median of 5 runs, the
+    better of two interleaved rounds."""
     from medistill.recon.inference import latency_ms
     from medistill.recon.model import load_model
 
@@ -141,45 +141,38 @@ def run_demo(
         n_test: held-out slices.
         latency_sizes: slice sides for the CPU timing (default: the training size and 256).
     """
-    start = time.perf_counter()
+    watch = Stopwatch()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(ReconConfig, config, presets=presets(), overrides=overrides or [])
-    timings: dict[str, float] = {}
-    checkpoints = _train_runs(RECON_RUNS, cfg, out, timings)
+    checkpoints = _train_runs(RECON_RUNS, cfg, out, watch)
     if sr:
-        checkpoints.update(_train_runs(SR_RUNS, cfg, out, timings))
+        checkpoints.update(_train_runs(SR_RUNS, cfg, out, watch))
 
-    t = time.perf_counter()
-    heldout = write_heldout(out / "heldout", cfg.data.size, n_test, cfg.data.seed)
-    acc = f"{cfg.mask.acceleration:g}x"
-    rows = _rows(RECON_RUNS, checkpoints, heldout, out, f"zero-filled ({acc})")
-    sr_rows = (
-        _rows(SR_RUNS, checkpoints, heldout, out, f"low resolution (1/{cfg.sr.factor:g} k-space)")
-        if sr
-        else []
-    )
-    timings["evaluate"] = time.perf_counter() - t
+    with watch.stage("evaluate"):
+        heldout = write_heldout(out / "heldout", cfg.data.size, n_test, cfg.data.seed)
+        acc = f"{cfg.mask.acceleration:g}x"
+        rows = _rows(RECON_RUNS, checkpoints, heldout, out, f"zero-filled ({acc})")
+        low = f"low resolution (1/{cfg.sr.factor:g} k-space)"
+        sr_rows = _rows(SR_RUNS, checkpoints, heldout, out, low) if sr else []
 
-    t = time.perf_counter()
-    sizes = tuple(sorted(set(latency_sizes or (cfg.data.size, 256))))
-    latency = _latency(checkpoints, ("recon_teacher", "recon_student"), sizes)
-    if sr:
-        latency.update(_latency(checkpoints, ("sr_teacher", "sr_student"), sizes))
-    timings["latency"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - start
+    with watch.stage("latency"):
+        sizes = tuple(sorted(set(latency_sizes or (cfg.data.size, 256))))
+        latency = _latency(checkpoints, ("recon_teacher", "recon_student"), sizes)
+        if sr:
+            latency.update(_latency(checkpoints, ("sr_teacher", "sr_student"), sizes))
     summary = {
         "rows": rows,
         "sr_rows": sr_rows,
         "latency_ms": {k: {str(s): v for s, v in d.items()} for k, d in latency.items()},
-        "timings_s": timings,
+        "timings_s": watch.total(),
         "config": config,
         "overrides": overrides or [],
         "steps": cfg.loop.steps,
         "size": cfg.data.size,
         "acceleration": cfg.mask.acceleration,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    write_summary(out / "summary.json", summary)
     from medistill.recon.demo_report import write_demo_report
 
     write_demo_report(out, summary, cfg, checkpoints, heldout)

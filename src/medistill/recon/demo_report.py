@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from medistill.recon.config import ReconConfig
-from medistill.report import figure_to_data_uri, html_table, img_tag, write_report
+from medistill.report import figure_to_data_uri, html_table, img_tag, mid_plane, write_report
 
 COLUMNS = ["model", "params", "PSNR (dB)", "SSIM", "NMSE", "CPU ms / slice", "CPU ms / 256^2 slice"]
 
@@ -69,10 +69,10 @@ def _example_figure(
     vmax = max(float(np.percentile(e, 99.5)) for e in errors) or 1.0
     fig, axes = plt.subplots(2, len(panels), figsize=(2.4 * len(panels), 5.0))
     for i, (label, img) in enumerate(panels):
-        axes[0, i].imshow(np.rot90(img), cmap="gray", vmin=0, vmax=1)
+        axes[0, i].imshow(mid_plane(img), cmap="gray", vmin=0, vmax=1)
         axes[0, i].set_title(label, fontsize=8)
         if i < len(errors):
-            axes[1, i].imshow(np.rot90(errors[i]), cmap="inferno", vmin=0, vmax=vmax)
+            axes[1, i].imshow(mid_plane(errors[i]), cmap="inferno", vmin=0, vmax=vmax)
             axes[1, i].set_title(f"|error|, MAE {errors[i].mean():.4f}", fontsize=8)
     for ax in axes.ravel():
         ax.axis("off")
@@ -114,8 +114,8 @@ def write_demo_report(
         f"fully sampled centre, {cfg.loop.steps} Adam steps per run "
         f"(batch {cfg.loop.batch_size}, lr {cfg.loop.lr:g}). PSNR/SSIM per held-out slice "
         "with data range = the target's maximum "
-        "(SSIM 7x7, K1 0.01, K2 0.03), mean ± sd. Latency: CPU, batch 1, 2 threads, best of 5, "
-        "teacher and student timed in the same run.</p>"
+        "(SSIM 7x7, K1 0.01, K2 0.03), mean ± sd. Latency: CPU, batch 1, 2 threads, median of 5 "
+        "(the better of two rounds), teacher and student timed in the same run.</p>"
         "<p>KD-MRI: step 1 trains the teacher with L1; step 2 trains the student with attention "
         "transfer only (teacher conv3 / student conv2 of every cascade); step 3 starts from step "
         "2's weights with 0.5 L1(target) + 0.5 L1(teacher). A demo this short shows the mechanics;"

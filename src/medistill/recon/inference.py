@@ -8,7 +8,6 @@ the maximum of its zero-filled magnitude image (over all slices) and multiplied 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from medistill.io.image import Image
 from medistill.recon.kspace import Layout, change_layout, check_layout, ifft2, mask_layout
 from medistill.recon.masks import check_mask
 from medistill.recon.model import ReconModel, load_model, mask_tensor
+from medistill.report import time_call
 from medistill.typing import PathLike
 
 SUMMARY_KEYS = (
@@ -193,8 +193,8 @@ def reconstruct_image(
 def latency_ms(
     model: ReconModel, size: int, *, repeats: int = 5, threads: int | None = None
 ) -> float:
-    """CPU milliseconds of one forward pass on one ``size x size`` slice (batch 1): the fastest
-    of ``repeats`` timed runs (robust to other load on a shared machine).
+    """CPU milliseconds of one forward pass on one ``size x size`` slice (batch 1): the median of
+    ``repeats`` timed runs after one warm-up (:func:`medistill.report.time_call`).
 
     Args:
         model: a checkpoint (its network is moved to the CPU).
@@ -202,22 +202,11 @@ def latency_ms(
         repeats: timed runs after one warm-up.
         threads: PyTorch CPU threads during the measurement (default: unchanged).
     """
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        model.net.to("cpu")
-        target = torch.rand(1, 1, size, size, generator=torch.Generator().manual_seed(0))
-        inputs, _ = model.inputs(target)
-        model.run(*inputs)
-        times = []
-        for _ in range(max(1, repeats)):
-            t = time.perf_counter()
-            model.run(*inputs)
-            times.append(time.perf_counter() - t)
-        return 1000.0 * float(np.min(times))
-    finally:
-        torch.set_num_threads(before)
+    model.net.to("cpu")
+    target = torch.rand(1, 1, size, size, generator=torch.Generator().manual_seed(0))
+    inputs, _ = model.inputs(target)
+    latency = time_call(lambda: model.run(*inputs), repeats=repeats, threads=threads)
+    return 1000.0 * latency.median_s
 
 
 def _metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:

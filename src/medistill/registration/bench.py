@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import torch
 from torch import nn
+
+from medistill.report import time_call
 
 
 def time_forward(
     model: nn.Module, shape: tuple[int, ...], *, repeats: int = 5, warmup: int = 1, seed: int = 0
 ) -> dict[str, float]:
-    """Median and minimum seconds of one inference forward pass on ``(1, 1, *shape)`` inputs."""
+    """Median and minimum seconds of one inference forward pass on ``(1, 1, *shape)`` inputs
+    (:func:`medistill.report.time_call`)."""
     gen = torch.Generator().manual_seed(seed)
     fixed = torch.rand(1, 1, *shape, generator=gen)
     moving = torch.rand(1, 1, *shape, generator=gen)
     model.eval()
-    times = []
     with torch.inference_mode():
-        for k in range(warmup + repeats):
-            start = time.perf_counter()
-            model(fixed, moving)
-            if k >= warmup:
-                times.append(time.perf_counter() - start)
-    return {"median_s": statistics.median(times), "min_s": min(times), "repeats": repeats}
+        latency = time_call(lambda: model(fixed, moving), repeats=repeats, warmup=warmup)
+    return latency.as_dict()
 
 
 def latency_table(

@@ -9,22 +9,20 @@ latency in one run, and writes ``report.html`` with the checkpoints ``teacher.pt
 from __future__ import annotations
 
 import copy
-import json
+import csv
 import logging
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from medistill.metrics.summary import nanmean, per_label_means, write_summary
 from medistill.registration.config import RegistrationConfig, presets
+from medistill.report import Stopwatch
 from medistill.train import load_config
 
 log = logging.getLogger(__name__)
 
 STUDENTS = {"none": "student.pt", "l1": "student_l1.pt", "aldk": "student_aldk.pt"}
-LABEL_NAMES = {1: "CSF", 2: "GM", 3: "WM"}
 
 
 def write_heldout(folder: Path, cfg: RegistrationConfig, n: int) -> Path:
@@ -51,25 +49,23 @@ def _identity_row(csv_path: Path) -> dict[str, Any]:
     """Metrics before registration (moving labels scored against fixed labels as they are)."""
     from medistill.data import read_pairs_csv
     from medistill.io import load
-    from medistill.metrics import dice, hd95, summarize
+    from medistill.metrics import dice, hd95
 
     sources, pairs = read_pairs_csv(csv_path)
-    dices, hds, per_label = [], [], {}
+    rows = []
     for fi, mi in pairs:
         fixed = load(sources[fi].labels, is_label=True)
         f = fixed.data
         m = load(sources[mi].labels, is_label=True).data
         d = dice(m, f)
-        dices.append(np.nanmean(list(d.values())))
-        hds.append(np.nanmean(list(hd95(m, f, spacing=fixed.spacing).values())))
-        for k, v in d.items():
-            per_label.setdefault(k, []).append(v)
+        row = {"dice": nanmean(d), "hd95": nanmean(hd95(m, f, spacing=fixed.spacing))}
+        rows.append({**row, **{f"dice_{k}": v for k, v in d.items()}})
     return {
         "model": "no registration",
-        "dice_mean": summarize(dices)[0],
-        "hd95_mean": summarize(hds)[0],
+        "dice_mean": nanmean([r["dice"] for r in rows]),
+        "hd95_mean": nanmean([r["hd95"] for r in rows]),
         "folding_pct": 0.0,
-        "per_label": {k: float(np.nanmean(v)) for k, v in per_label.items()},
+        "dice_per_label": per_label_means(rows),
     }
 
 
@@ -80,72 +76,54 @@ def run_demo(
     from medistill.registration.evaluate import evaluate
     from medistill.registration.training import train
 
-    start = time.perf_counter()
+    watch = Stopwatch()
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(RegistrationConfig, config, presets=presets(), overrides=overrides or [])
-    timings: dict[str, float] = {}
     runs = out / "runs"
 
-    t = time.perf_counter()
-    train("teacher", cfg, runs / "teacher", resume=(runs / "teacher" / "last.pt").exists())
-    shutil.copyfile(runs / "teacher" / "model.pt", out / "teacher.pt")
-    timings["train teacher"] = time.perf_counter() - t
+    with watch.stage("train teacher"):
+        train("teacher", cfg, runs / "teacher", resume=(runs / "teacher" / "last.pt").exists())
+        shutil.copyfile(runs / "teacher" / "model.pt", out / "teacher.pt")
 
     for mode, name in STUDENTS.items():
-        t = time.perf_counter()
-        scfg = copy.deepcopy(cfg)
-        scfg.distill.mode = mode
-        scfg.distill.teacher = str(out / "teacher.pt")
-        scfg.distill.cache = str(out / "flow_cache")
-        run = runs / f"student_{mode}"
-        train("student", scfg, run, resume=(run / "last.pt").exists())
-        shutil.copyfile(run / "model.pt", out / name)
-        timings[f"train student ({mode})"] = time.perf_counter() - t
+        with watch.stage(f"train student ({mode})"):
+            scfg = copy.deepcopy(cfg)
+            scfg.distill.mode = mode
+            scfg.distill.teacher = str(out / "teacher.pt")
+            scfg.distill.cache = str(out / "flow_cache")
+            run = runs / f"student_{mode}"
+            train("student", scfg, run, resume=(run / "last.pt").exists())
+            shutil.copyfile(run / "model.pt", out / name)
 
-    t = time.perf_counter()
-    pairs_csv = write_heldout(out / "heldout", cfg, n_test)
-    rows = [_identity_row(pairs_csv)]
     checkpoints = {
         "teacher": out / "teacher.pt",
         "student (no KD)": out / "student.pt",
         "student + L1 KD": out / "student_l1.pt",
         "student + ALDK": out / "student_aldk.pt",
     }
-    for label, ckpt in checkpoints.items():
-        summary = evaluate(ckpt, pairs_csv, out / "eval" / ckpt.stem)
-        per_label = _per_label(out / "eval" / ckpt.stem / "metrics.csv")
-        rows.append({"model": label, **summary, "per_label": per_label})
-    timings["evaluate"] = time.perf_counter() - t
+    with watch.stage("evaluate"):
+        pairs_csv = write_heldout(out / "heldout", cfg, n_test)
+        rows = [_identity_row(pairs_csv)]
+        for label, ckpt in checkpoints.items():
+            summary = evaluate(ckpt, pairs_csv, out / "eval" / ckpt.stem)
+            with (out / "eval" / ckpt.stem / "metrics.csv").open() as f:
+                per_label = per_label_means(list(csv.DictReader(f)))
+            rows.append({"model": label, **summary, "dice_per_label": per_label})
 
-    t = time.perf_counter()
-    latency = _latency(checkpoints, cfg)
-    timings["latency"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - start
+    with watch.stage("latency"):
+        latency = _latency(checkpoints, cfg)
     summary = {
         "rows": rows,
         "latency": latency,
-        "timings_s": timings,
+        "timings_s": watch.total(),
         "config": config,
         "overrides": overrides or [],
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    write_summary(out / "summary.json", summary)
     from medistill.registration.demo_report import write_demo_report
 
     write_demo_report(out, summary, pairs_csv, checkpoints)
     return summary
-
-
-def _per_label(metrics_csv: Path) -> dict[int, float]:
-    import csv
-
-    with metrics_csv.open() as f:
-        rows = list(csv.DictReader(f))
-    out: dict[int, float] = {}
-    for key in rows[0]:
-        if key.startswith("dice_") and key[5:].isdigit():
-            values = [float(r[key]) for r in rows if r[key] not in ("", "nan")]
-            out[int(key[5:])] = float(np.mean(values)) if values else float("nan")
-    return out
 
 
 def _latency(checkpoints: dict[str, Path], cfg: RegistrationConfig) -> dict[str, Any]:

@@ -8,14 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from medistill.report import figure_to_data_uri, html_table, img_tag, write_report
-
-LABEL_NAMES = {1: "CSF", 2: "GM", 3: "WM"}
-
-
-def _mid(volume: np.ndarray) -> np.ndarray:
-    """Middle axial slice (last array axis), transposed for display with anterior up."""
-    return np.rot90(volume[:, :, volume.shape[2] // 2])
+from medistill.report import (
+    dice_bar_figure,
+    figure_to_data_uri,
+    html_table,
+    img_tag,
+    mid_plane,
+    write_report,
+)
 
 
 def _overlay_figure(fixed, moving, warps: dict[str, Any], fixed_labels) -> str:
@@ -28,9 +28,9 @@ def _overlay_figure(fixed, moving, warps: dict[str, Any], fixed_labels) -> str:
         (f"warped: {k}", v.warped.data) for k, v in warps.items()
     ]
     fig, axes = plt.subplots(1, len(panels), figsize=(3 * len(panels), 3.2))
-    contour = _mid(fixed_labels.data)
+    contour = mid_plane(fixed_labels.data)
     for ax, (title, data) in zip(axes, panels, strict=True):
-        ax.imshow(_mid(data), cmap="gray")
+        ax.imshow(mid_plane(data), cmap="gray")
         ax.contour(contour, levels=[1.5, 2.5], colors=["#ff7f0e", "#1f77b4"], linewidths=0.6)
         ax.set_title(title, fontsize=9)
         ax.axis("off")
@@ -56,28 +56,11 @@ def _grid_and_jacobian_figure(reg) -> str:
     ax.set_aspect("equal")
     ax.set_title("deformation grid (axial slice)", fontsize=9)
     ax.axis("off")
-    jac = _mid(reg.jacobian)
+    jac = mid_plane(reg.jacobian)
     im = axes[1].imshow(jac, cmap="RdBu_r", vmin=0, vmax=2)
     axes[1].set_title("Jacobian determinant (<= 0 means folding)", fontsize=9)
     axes[1].axis("off")
     fig.colorbar(im, ax=axes[1], fraction=0.046)
-    return figure_to_data_uri(fig)
-
-
-def _dice_figure(rows: list[dict[str, Any]]) -> str:
-    import matplotlib.pyplot as plt
-
-    labels = sorted({k for r in rows for k in r.get("per_label", {})})
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    width = 0.8 / max(1, len(rows))
-    for i, row in enumerate(rows):
-        values = [row.get("per_label", {}).get(k, np.nan) for k in labels]
-        ax.bar(np.arange(len(labels)) + i * width, values, width, label=row["model"])
-    ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2)
-    ax.set_xticklabels([LABEL_NAMES.get(int(k), str(k)) for k in labels])
-    ax.set_ylabel("Dice")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7, loc="lower right")
     return figure_to_data_uri(fig)
 
 
@@ -150,7 +133,7 @@ def write_demo_report(
                 "Deformed grid and Jacobian determinant.",
             ),
         ),
-        ("Dice per label", img_tag(_dice_figure(rows), "Mean Dice over held-out pairs.")),
+        ("Dice per label", img_tag(dice_bar_figure(rows), "Mean Dice over held-out pairs.")),
         (
             "Latency",
             img_tag(_latency_figure(lat), "Same inputs, same threads, one run.")
