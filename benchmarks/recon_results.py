@@ -33,7 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = (ROOT / ".." / "shared" / "data").resolve()
 
-# label -> (role suffix, distill kind, init from)
+# label -> (role suffix, distill mode, init from)
 STUDENTS = {
     "student, no KD": ("none", ""),
     "student + AT only (step 2)": ("at", ""),
@@ -115,7 +115,7 @@ def run_group(
     teacher = folder / "teacher" / "model.pt"
     train_run(f"{kind}-teacher", folder / "teacher", common, log)
     for label, (distill, init) in STUDENTS.items():
-        extra = [f"distill.kind={distill}"]
+        extra = [f"distill.mode={distill}"]
         if distill != "none":
             extra.append(f"distill.teacher={teacher}")
         if init:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -19,7 +20,9 @@ from medistill.train import (
     load_config,
     save_checkpoint,
     save_config,
+    to_dict,
 )
+from medistill.train.config import renamed
 
 
 class ConvRegression:
@@ -157,3 +160,45 @@ def test_non_finite_steps_are_skipped(tmp_path):
     assert [r["skipped"] for r in records] == [0, 0, 0, 1, 1, 1]
     assert all(torch.isfinite(p).all() for p in task.net.parameters())
     assert np.isnan(records[3]["grad_norm"]) and np.isfinite(records[4]["grad_norm"])
+
+
+@dataclass
+class Options:
+    mode: Literal["none", "at"] = renamed("none", "kind")
+    precision: Literal["32", "bf16-mixed"] = "32"
+
+
+@dataclass
+class WithOptions:
+    distill: Options = field(default_factory=Options)
+
+
+def test_literal_options_are_checked_at_load():
+    loaded = load_config(WithOptions, None, overrides=["distill.precision=32"])
+    assert loaded.distill.precision == "32"
+    with pytest.raises(InputError, match=r"distill.mode must be one of 'none', 'at', got 'magic'"):
+        load_config(WithOptions, None, overrides=["distill.mode=magic"])
+    with pytest.raises(InputError, match="distill.kind must be one of"):
+        from_dict(WithOptions, {"distill": {"kind": "magic"}})
+
+
+def test_a_renamed_key_reads_its_old_name_and_writes_both(tmp_path):
+    old = tmp_path / "old.yaml"
+    old.write_text("distill: {kind: at}\n")
+    assert load_config(WithOptions, old).distill.mode == "at"
+    # an override by either name replaces the value under the other
+    preset = {"p": old}
+    assert load_config(WithOptions, "p", presets=preset, overrides=["distill.mode=none"]) == (
+        WithOptions()
+    )
+    new = tmp_path / "new.yaml"
+    new.write_text("distill: {mode: none}\n")
+    cfg = load_config(WithOptions, new, overrides=["distill.kind=at"])
+    assert cfg.distill.mode == "at"
+    (tmp_path / "top.yaml").write_text("preset: p\ndistill: {mode: none}\n")
+    assert load_config(WithOptions, tmp_path / "top.yaml", presets=preset).distill.mode == "none"
+    assert to_dict(cfg) == {"distill": {"mode": "at", "kind": "at", "precision": "32"}}
+    save_config(cfg, tmp_path / "saved.yaml")
+    assert load_config(WithOptions, tmp_path / "saved.yaml") == cfg
+    with pytest.raises(InputError, match="old name of 'mode'"):
+        from_dict(WithOptions, {"distill": {"mode": "at", "kind": "none"}})

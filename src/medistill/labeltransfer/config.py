@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from medistill.train import LoopConfig
 from medistill.train.config import preset_files
@@ -45,7 +46,7 @@ class ModelConfig:
     ndim: int = 3
     enc: tuple[int, ...] = (16, 32, 32, 32)
     dec: tuple[int, ...] = (32, 32, 32, 32, 32, 16, 16)
-    cycle_warp: str = "composed"
+    cycle_warp: Literal["composed", "sequential"] = "composed"
 
 
 @dataclass
@@ -90,14 +91,14 @@ class DataConfig:
         seed: seed of the data.
     """
 
-    source: str = "embedded"
+    source: Literal["embedded", "labelmaps", "images"] = "embedded"
     path: str = ""
     images: str = ""
     atlas: str = ""
     atlas_labels: str = ""
     atlas_index: int = 0
     heldout: int = 4
-    labels: str = "keep"
+    labels: Literal["keep", "aseg-tissue"] = "keep"
     shape: tuple[int, ...] = (64, 64, 64)
     subjects: int = 16
     augment_disp: float = 2.0
@@ -147,7 +148,7 @@ class LossConfig:
     window: int = 9
     eps: float = 1e-3
     gamma: float = 0.45
-    smooth_penalty: str = "squared"
+    smooth_penalty: Literal["squared", "l2"] = "squared"
     include_background: bool = False
     cycle_start: int = 0
     cycle_ramp: int = 0

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from medistill.train import LoopConfig
-from medistill.train.config import preset_files
+from medistill.train.config import preset_files, renamed
 
 __all__ = [
     "DataConfig",
@@ -68,7 +69,7 @@ class DataConfig:
         seed: seed of the embedded slices.
     """
 
-    source: str = "embedded"
+    source: Literal["embedded", "files"] = "embedded"
     paths: list[str] = field(default_factory=list)
     size: int = 128
     slices: int = 200
@@ -89,7 +90,7 @@ class MaskConfig:
     """
 
     acceleration: float = 4.0
-    kind: str = "random"
+    kind: Literal["random", "equispaced", "fastmri-random"] = "random"
     center_fraction: float = 0.0
     seed: int = 0
     path: str = ""
@@ -107,9 +108,10 @@ class DistillConfig:
     """How a student learns (ignored for teachers).
 
     Attributes:
-        kind: ``"none"`` (L1 to the target), ``"at"`` (KD-MRI step 2: attention transfer only),
+        mode: ``"none"`` (L1 to the target), ``"at"`` (KD-MRI step 2: attention transfer only),
             ``"imitation"`` (``alpha L1(target) + (1 - alpha) L1(teacher)``) or ``"kd"`` (step 2
             then step 3: attention transfer for ``at_steps``, then imitation from those weights).
+            ``kind``, its old name, is still read (YAML, ``--set``, checkpoints) and written.
         teacher: teacher checkpoint (``at``, ``imitation``, ``kd``).
         init: student checkpoint to start from (e.g. a step-2 ``at`` run for step 3).
         alpha: weight of the reconstruction term of the imitation loss.
@@ -117,11 +119,11 @@ class DistillConfig:
         at_steps: steps of the attention stage of ``kd`` (0: ``loop.steps``).
     """
 
-    kind: str = "none"
+    mode: Literal["none", "at", "imitation", "kd"] = renamed("none", "kind")
     teacher: str = ""
     init: str = ""
     alpha: float = 0.5
-    at_distance: str = "l1"
+    at_distance: Literal["l1", "l2"] = "l1"
     at_steps: int = 0
 
 

@@ -23,7 +23,7 @@ from medistill.train import load_config
 
 log = logging.getLogger(__name__)
 
-# name -> (role, distill kind, init from the run of, label)
+# name -> (role, distill mode, init from the run of, label)
 RECON_RUNS: dict[str, tuple[str, str, str, str]] = {
     "recon_teacher": ("recon-teacher", "none", "", "teacher (DC-CNN 5x5)"),
     "recon_student": ("recon-student", "none", "", "student (5x3), no KD"),
@@ -64,7 +64,7 @@ def _train_runs(
     for name, (role, kind, init, _) in runs.items():
         with watch.stage(f"train {name}"):
             rcfg = copy.deepcopy(cfg)
-            rcfg.distill.kind = kind
+            rcfg.distill.mode = kind
             rcfg.distill.teacher = teacher if role.endswith("student") else ""
             rcfg.distill.init = str(checkpoints[init]) if init else ""
             run = out / "runs" / name

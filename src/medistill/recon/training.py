@@ -2,11 +2,11 @@
 shared loop, including KD-MRI's three-step distillation.
 
 - Step 1, teacher: ``L1(x_T, x)``.
-- Step 2, student ``kind = "at"``: attention transfer only, ``sum_j d(Q_S^j, Q_T^j)``.
-- Step 3, student ``kind = "imitation"`` with ``distill.init`` = the step-2 checkpoint:
+- Step 2, student ``mode = "at"``: attention transfer only, ``sum_j d(Q_S^j, Q_T^j)``.
+- Step 3, student ``mode = "imitation"`` with ``distill.init`` = the step-2 checkpoint:
   ``alpha L1(x_S, x) + (1 - alpha) L1(x_S, x_T)``.
-- ``kind = "kd"`` runs steps 2 and 3 in one call (``out/at`` then ``out``).
-- Baselines: ``kind = "none"`` (student with L1 alone), ``"at"`` alone, ``"imitation"`` from
+- ``mode = "kd"`` runs steps 2 and 3 in one call (``out/at`` then ``out``).
+- Baselines: ``mode = "none"`` (student with L1 alone), ``"at"`` alone, ``"imitation"`` from
   scratch.
 
 Batches: ``batch_size`` training slices drawn uniformly from the step's generator; recon inputs are
@@ -94,7 +94,7 @@ class ReconTask:
         self.sr = is_sr(role)
         self.kind = kind
         if kind in ("at", "imitation") and teacher is None:
-            raise InputError(f"distill.kind {kind!r} needs a teacher checkpoint (distill.teacher)")
+            raise InputError(f"distill.mode {kind!r} needs a teacher checkpoint (distill.teacher)")
         self.teacher = teacher.net if teacher is not None else None
         if self.teacher is not None:
             self.teacher.eval().requires_grad_(False)
@@ -167,9 +167,9 @@ class ReconTask:
 def check_config(cfg: ReconConfig, role: str) -> None:
     """Reject settings that cannot work, with one-line messages."""
     check_role(role)
-    if cfg.distill.kind not in DISTILL_KINDS:
+    if cfg.distill.mode not in DISTILL_KINDS:
         raise InputError(
-            f"distill.kind must be one of {', '.join(DISTILL_KINDS)}, got {cfg.distill.kind!r}"
+            f"distill.mode must be one of {', '.join(DISTILL_KINDS)}, got {cfg.distill.mode!r}"
         )
     if cfg.distill.at_distance not in AT_DISTANCES:
         raise InputError(
@@ -189,8 +189,8 @@ def check_config(cfg: ReconConfig, role: str) -> None:
     if cfg.data.source == "embedded" and cfg.data.slices < 1:
         raise InputError(f"data.slices must be >= 1 for embedded data, got {cfg.data.slices}")
     student = role.endswith("student")
-    if student and cfg.distill.kind != "none" and not cfg.distill.teacher:
-        raise InputError(f"distill.kind {cfg.distill.kind!r} needs distill.teacher (a checkpoint)")
+    if student and cfg.distill.mode != "none" and not cfg.distill.teacher:
+        raise InputError(f"distill.mode {cfg.distill.mode!r} needs distill.teacher (a checkpoint)")
 
 
 def _load_teacher(cfg: ReconConfig, role: str, mask: np.ndarray | None) -> ReconModel:
@@ -257,10 +257,10 @@ def _fit(
 
 
 def train(role: str, cfg: ReconConfig, out: PathLike, *, resume: bool = False) -> dict[str, Any]:
-    """Train ``role`` into ``out``; students distil per ``cfg.distill.kind``.
+    """Train ``role`` into ``out``; students distil per ``cfg.distill.mode``.
 
     Writes ``out/last.pt`` (resumable state), ``out/model.pt`` (slim inference checkpoint),
-    ``out/config.yaml`` and ``out/log.jsonl``. ``kind = "kd"`` first trains the attention stage in
+    ``out/config.yaml`` and ``out/log.jsonl``. ``mode = "kd"`` first trains the attention stage in
     ``out/at`` (``distill.at_steps`` steps), then the imitation stage in ``out`` starting from
     ``out/at/model.pt``.
 
@@ -279,11 +279,11 @@ def train(role: str, cfg: ReconConfig, out: PathLike, *, resume: bool = False) -
     out = Path(out)
     check_config(cfg, role)
     slices = training_slices(cfg.data)
-    kind = cfg.distill.kind if role.endswith("student") else "none"
+    kind = cfg.distill.mode if role.endswith("student") else "none"
     if kind != "kd":
         return _fit(cfg, role, slices, out, kind=kind, resume=resume, init=cfg.distill.init)
     at_cfg = copy.deepcopy(cfg)
-    at_cfg.distill.kind = "at"
+    at_cfg.distill.mode = "at"
     if cfg.distill.at_steps > 0:
         at_cfg.loop.steps = cfg.distill.at_steps
     at_out = out / "at"

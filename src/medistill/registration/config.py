@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from medistill.train import LoopConfig
 from medistill.train.config import preset_files
@@ -37,9 +38,9 @@ class ModelConfig:
     cascades: int = 3
     affine: bool = True
     teacher_width: int = 16
-    student_variant: str = "ldr"
+    student_variant: Literal["ldr", "fast"] = "ldr"
     student_downsample: int = 1
-    architecture: str = "cascade"
+    architecture: Literal["cascade", "voxelmorph"] = "cascade"
 
 
 @dataclass
@@ -59,7 +60,7 @@ class DataConfig:
         seed: seed of the data.
     """
 
-    source: str = "embedded"
+    source: Literal["embedded", "labelmaps", "images"] = "embedded"
     path: str = ""
     shape: tuple[int, ...] = (64, 64, 64)
     subjects: int = 16
@@ -104,7 +105,7 @@ class DistillConfig:
             difference. ``False`` is the paper's term.
     """
 
-    mode: str = "none"
+    mode: Literal["none", "l1", "aldk"] = "none"
     teacher: str = ""
     cache: str = ""
     gamma: float = 0.3

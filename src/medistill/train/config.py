@@ -1,16 +1,19 @@
 """Dataclass configs that load and save YAML; one place for every default.
 
 A config class is a (nested) dataclass. :func:`load_config` reads a YAML file or a named preset,
-applies ``section.key=value`` overrides, and rejects unknown keys with the closest valid name.
+applies ``section.key=value`` overrides, and rejects unknown keys with the closest valid name and
+values outside a ``Literal`` option type with the allowed values. A renamed key keeps its old
+name as an alias (:func:`renamed`): configs and checkpoints written before the rename still load.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -20,13 +23,56 @@ from medistill.typing import PathLike
 T = TypeVar("T")
 
 
+def renamed(default: Any, *old_names: str) -> Any:
+    """A dataclass field whose key was renamed: YAML files, ``--set`` overrides and checkpoints
+    may still use ``old_names``, with the same meaning (``mode: T = renamed("none", "kind")``)."""
+    return dataclasses.field(default=default, metadata={"old_names": tuple(old_names)})
+
+
+def _old_names(f: dataclasses.Field) -> tuple[str, ...]:
+    return tuple(f.metadata.get("old_names", ()))
+
+
+def _spellings(cls: type) -> dict[str, str]:
+    """Every accepted key of a config class -> its field name (names and old names)."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        out[f.name] = f.name
+        out.update(dict.fromkeys(_old_names(f), f.name))
+    return out
+
+
 def to_dict(config: Any) -> dict:
-    """A plain ``dict`` (nested) of a dataclass config, ready for YAML or a checkpoint."""
-    return dataclasses.asdict(config)
+    """A plain ``dict`` (nested) of a dataclass config, ready for YAML or a checkpoint.
+
+    A renamed key (:func:`renamed`) is written under its name and its old names, so that files
+    and checkpoints stay readable by code that knows only the old name.
+    """
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        value = to_dict(value) if dataclasses.is_dataclass(value) else copy.deepcopy(value)
+        out[f.name] = value
+        for old in _old_names(f):
+            out[old] = copy.deepcopy(value)
+    return out
+
+
+def _literal(value: Any, kind: Any, where: str) -> Any:
+    allowed = typing.get_args(kind)
+    for option in allowed:
+        if value == option and type(value) is type(option):
+            return option
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and str(value) in allowed:
+        return str(value)  # e.g. precision: 32 written without quotes
+    choices = ", ".join(repr(a) for a in allowed)
+    raise InputError(f"config: {where} must be one of {choices}, got {value!r}")
 
 
 def _coerce(value: Any, kind: Any, where: str) -> Any:
     origin = typing.get_origin(kind)
+    if origin is Literal:
+        return _literal(value, kind, where)
     if dataclasses.is_dataclass(kind):
         if not isinstance(value, dict):
             raise InputError(f"config: {where} must be a mapping, got {value!r}")
@@ -55,17 +101,31 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
 
 
 def from_dict(cls: type[T], data: dict, where: str = "") -> T:
-    """Build ``cls`` from a (nested) dict; unknown keys raise with a closest-match hint."""
+    """Build ``cls`` from a (nested) dict; unknown keys raise with a closest-match hint.
+
+    A renamed key may be given by its old name (errors then name the key as written); given
+    under both names, the two values must agree.
+    """
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
+    spellings = _spellings(cls)
+    kwargs: dict[str, Any] = {}
+    written: dict[str, str] = {}
     for key, value in (data or {}).items():
         path = f"{where}.{key}" if where else key
-        if key not in names:
+        if key not in spellings:
             close = difflib.get_close_matches(key, names, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise InputError(f"config: unknown key {path!r}{hint}")
-        kwargs[key] = _coerce(value, hints[key], path)
+        name = spellings[key]
+        coerced = _coerce(value, hints[name], path)
+        if name in kwargs and kwargs[name] != coerced:
+            raise InputError(
+                f"config: {path} and {written[name]} are one setting ({key!r} is the old name of "
+                f"{name!r}) but differ: {value!r} vs {kwargs[name]!r}"
+            )
+        kwargs[name] = coerced
+        written[name] = path
     return cls(**kwargs)
 
 
@@ -79,18 +139,46 @@ def _parse_value(text: str) -> Any:
     return yaml.safe_load(text)
 
 
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply ``a.b=value`` strings (YAML values) to a nested dict, in place; returns it."""
+def apply_overrides(data: dict, overrides: list[str], cls: type | None = None) -> dict:
+    """Apply ``a.b=value`` strings (YAML values) to a nested dict, in place; returns it.
+
+    With the config class ``cls``, an override of a renamed key replaces the value under any of
+    its spellings (``distill.kind=at`` replaces ``distill: {mode: none}``).
+    """
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
             raise InputError(f"config override {item!r} must look like section.key=value")
-        node = data
+        node, section = data, cls
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
+            section = _section(section, part)
+        _drop_other_spellings(node, parts[-1], section)
         node[parts[-1]] = _parse_value(value)
     return data
+
+
+def _section(cls: type | None, key: str) -> type | None:
+    """The dataclass of section ``key`` of config class ``cls`` (``None`` when not one)."""
+    if cls is None or not dataclasses.is_dataclass(cls):
+        return None
+    name = _spellings(cls).get(key)
+    if name is None:
+        return None
+    kind = typing.get_type_hints(cls)[name]
+    return kind if dataclasses.is_dataclass(kind) else None
+
+
+def _drop_other_spellings(node: dict, key: str, cls: type | None) -> None:
+    if cls is None or not dataclasses.is_dataclass(cls) or not isinstance(node, dict):
+        return
+    spellings = _spellings(cls)
+    name = spellings.get(key)
+    if name is None:
+        return
+    for other in [k for k in node if k != key and spellings.get(k) == name]:
+        del node[other]
 
 
 def read_yaml(path: PathLike) -> dict:
@@ -136,17 +224,19 @@ def load_config(
             if base is not None:
                 if base not in presets:
                     raise InputError(f"{path}: unknown preset {base!r}")
-                data = _merge(read_yaml(presets[base]), data)
-    apply_overrides(data, overrides or [])
+                data = _merge(read_yaml(presets[base]), data, cls)
+    apply_overrides(data, overrides or [], cls)
     return from_dict(cls, data)
 
 
-def _merge(base: dict, top: dict) -> dict:
+def _merge(base: dict, top: dict, cls: type | None = None) -> dict:
+    """``top`` over ``base`` (nested); a renamed key in ``top`` replaces its other spellings."""
     out = dict(base)
     for key, value in top.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = _merge(out[key], value, _section(cls, key))
         else:
+            _drop_other_spellings(out, key, cls)
             out[key] = value
     return out
 
