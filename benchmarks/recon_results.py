@@ -6,7 +6,7 @@ subject (vxm_subject.npz, re-sliced axially), the 2-D OASIS slices oasis2d_0000.
 the six ANTs slices. Held out: oasis_B (one volume), oasis2d_0080..0099 and the other two ANTs
 slices (one volume each). Metrics per volume (PSNR / SSIM with data range = the target volume's
 maximum, NMSE), then mean +- sd; CPU latency per 256x256 slice of teacher and student measured
-in one run (interleaved, batch 1, best of N).
+in one run (interleaved, batch 1, median of N timed runs, the best of three rounds).
 
 Usage (from the repository root, background; a few hours at --scale 1 on 2 CPU cores):
 
