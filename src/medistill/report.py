@@ -76,6 +76,12 @@ def write_report(path: PathLike, title: str, sections: Sequence[tuple[str, str]]
     return path
 
 
+def timings_list(timings_s: Mapping[str, float]) -> str:
+    """An HTML list of stage timings (``{stage: seconds}``, e.g. :meth:`Stopwatch.total`)."""
+    items = "".join(f"<li>{html.escape(k)}: {v:.0f} s</li>" for k, v in timings_s.items())
+    return f"<ul>{items}</ul>"
+
+
 def img_tag(uri: str, caption: str) -> str:
     """A ``<figure>`` with an embedded image and caption."""
     return f"<figure><img src='{uri}'><figcaption>{html.escape(caption)}</figcaption></figure>"

@@ -16,6 +16,7 @@ from medistill.report import (
     img_tag,
     label_name,
     mid_plane,
+    timings_list,
     write_report,
 )
 
@@ -94,7 +95,7 @@ def write_demo_report(
     columns = ["model", "dice_mean", "dice_sd"]
     columns += [f"Dice {label_name(k)}" for k in rows[-1].get("dice_per_label", {})]
     columns += ["folding_pct", "seconds_per_image", "params"]
-    timings = "".join(f"<li>{k}: {v:.0f} s</li>" for k, v in summary["timings_s"].items())
+    timings = timings_list(summary["timings_s"])
     sections = [
         (
             "Held-out subjects: Dice of the transferred labels",
@@ -125,7 +126,7 @@ def write_demo_report(
     sections.append(
         (
             "Run",
-            f"<ul>{timings}</ul><p>data: {summary['data']}; working grid "
+            f"{timings}<p>data: {summary['data']}; working grid "
             f"{summary['working_shape']}; config: {summary['config']} {summary['overrides']}</p>",
         )
     )

@@ -14,6 +14,7 @@ from medistill.report import (
     html_table,
     img_tag,
     mid_plane,
+    timings_list,
     write_report,
 )
 
@@ -110,7 +111,7 @@ def write_demo_report(
     lat = summary["latency"]
     size = next(iter(lat["teacher"]))
     ratio = lat["teacher"][size]["median_s"] / lat["student"][size]["median_s"]
-    timings = "".join(f"<li>{k}: {v:.0f} s</li>" for k, v in summary["timings_s"].items())
+    timings = timings_list(summary["timings_s"])
     sections = [
         (
             "Results on held-out embedded subjects",
@@ -139,7 +140,7 @@ def write_demo_report(
             img_tag(_latency_figure(lat), "Same inputs, same threads, one run.")
             + f"<p>Teacher / student latency ratio at {size}^3: <b>{ratio:.1f}x</b>.</p>",
         ),
-        ("Run", f"<ul>{timings}</ul><p>config: {summary['config']} {summary['overrides']}</p>"),
+        ("Run", f"{timings}<p>config: {summary['config']} {summary['overrides']}</p>"),
     ]
     return write_report(
         out / "report.html", "medistill demo: registration by distillation", sections
