@@ -88,6 +88,22 @@ def content_box(image: Image, threshold: float | None = None) -> tuple[np.ndarra
     return np.array([c.min() for c in coords]), np.array([c.max() for c in coords])
 
 
+def content_bounds_mm(
+    image: Image, threshold: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """World bounding box (mm, RAS) ``(low, high)`` of the corners of the content's voxels."""
+    lo, hi = content_box(image, threshold)
+    corners = (
+        np.array(
+            np.meshgrid(*[[a - 0.5, b + 0.5] for a, b in zip(lo, hi, strict=True)], indexing="ij")
+        )
+        .reshape(image.ndim, -1)
+        .T
+    )
+    world = image.index_to_world(corners)[:, : image.ndim]
+    return world.min(0), world.max(0)
+
+
 @dataclass(frozen=True)
 class WorkingGrid:
     """A regular grid in world space on which networks run.
@@ -136,19 +152,7 @@ class WorkingGrid:
             raise InputError(
                 f"WorkingGrid.around(): shape {shape} does not fit a {image.ndim}-D image"
             )
-        lo, hi = content_box(image, threshold)
-        # world bounding box of the content voxels' corners
-        corners = (
-            np.array(
-                np.meshgrid(
-                    *[[a - 0.5, b + 0.5] for a, b in zip(lo, hi, strict=True)], indexing="ij"
-                )
-            )
-            .reshape(image.ndim, -1)
-            .T
-        )
-        world = image.index_to_world(corners)[:, : image.ndim]
-        wlo, whi = world.min(0), world.max(0)
+        wlo, whi = content_bounds_mm(image, threshold)
         extent = (whi - wlo) * (1 + 2 * margin)
         if spacing is None:
             spacing = float(np.max(extent / np.asarray(shape)))
@@ -161,6 +165,31 @@ class WorkingGrid:
         if image.ndim == 2:
             affine[2, 3] = image.affine[2, 3]
         return cls(shape, affine)
+
+    @classmethod
+    def with_spacing(
+        cls,
+        image: Image,
+        spacing: float,
+        *,
+        margin: float = 0.1,
+        multiple: int = 1,
+        max_size: int = 256,
+        threshold: float | None = None,
+    ) -> WorkingGrid:
+        """The grid of voxel size ``spacing`` (mm) around the content of ``image``, axes R, A, S.
+
+        Each size is the content's extent plus ``margin`` on each side divided by ``spacing``,
+        rounded up to a multiple of ``multiple``; if a size would exceed ``max_size`` the
+        spacing grows until every size fits (``max_size`` is rounded down to ``multiple``).
+        """
+        wlo, whi = content_bounds_mm(image, threshold)
+        extent = np.maximum((whi - wlo) * (1 + 2 * margin), 1e-6)
+        limit = max(multiple, (int(max_size) // multiple) * multiple)
+        spacing = max(float(spacing), float(np.max(extent)) / limit)
+        sizes = np.ceil(extent / spacing / multiple - 1e-9).astype(int) * multiple
+        shape = tuple(int(min(max(s, 2 * multiple), limit)) for s in sizes)
+        return cls.around(image, shape, margin=margin, spacing=spacing, threshold=threshold)
 
     def resample(
         self, image: Image, *, order: int | None = None, cval: float | None = None

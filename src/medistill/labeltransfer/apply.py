@@ -3,7 +3,7 @@
 Any network that registers ``(fixed, moving)`` pairs and returns an object with ``.disp`` (an
 LT-Net forward generator through :func:`~medistill.labeltransfer.model.transfer_network`, or a
 registration checkpoint such as the distilled LDR student) is run atlas -> image by
-:func:`medistill.registration.apply.register_images` with the IMAGE as the fixed image: a working
+:func:`medistill.spatial.native.register_images` with the IMAGE as the fixed image: a working
 grid around the image's content, an initial centre-of-mass translation, the network, and the
 field brought back to the image's grid through world space. The atlas labels are then sampled at
 the atlas points of every image voxel, linearly on their one-hot encoding followed by argmax
@@ -16,13 +16,11 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import nn
 
 from medistill.errors import InputError
 from medistill.io import Image, check_same_grid
-from medistill.registration.apply import moving_coordinates, register_images
-from medistill.spatial import resample
+from medistill.spatial.native import moving_coordinates, register_images, resample_labels
 
 __all__ = ["INTERPOLATIONS", "Transfer", "check_atlas", "transfer_labels"]
 
@@ -81,25 +79,6 @@ def check_atlas(atlas: Image, atlas_labels: Image, ndim: int) -> Image:
     return check_same_grid(atlas, labels)
 
 
-def _sample_labels(
-    labels: np.ndarray, coords: np.ndarray, values: np.ndarray, interp: str
-) -> np.ndarray:
-    """Labels at voxel coordinates ``coords`` ``(ndim, *T)`` of the label grid."""
-    crd = torch.from_numpy(np.ascontiguousarray(coords, dtype=np.float32))[None]
-    lab = torch.from_numpy(labels.astype(np.int64))[None, None]
-    if interp == "nearest":
-        return resample(lab, crd, mode="nearest", padding="border")[0, 0].numpy()
-    best = torch.full(crd.shape[2:], -1.0)
-    arg = torch.zeros(crd.shape[2:], dtype=torch.long)
-    for i, value in enumerate(values.tolist()):  # one channel at a time bounds memory
-        mask = (lab == value).float()
-        prob = resample(mask, crd, mode="linear", padding="border")[0, 0]
-        better = prob > best
-        best = torch.where(better, prob, best)
-        arg = torch.where(better, torch.full_like(arg, i), arg)
-    return values[arg.numpy()]
-
-
 def transfer_labels(
     model: nn.Module,
     atlas: Image,
@@ -143,12 +122,7 @@ def transfer_labels(
     t0 = time.perf_counter()
     reg = register_images(model, image, atlas, shape=shape, initial=initial)
     coords = moving_coordinates(image, atlas, reg.disp_voxel)
-    outside = np.zeros(image.shape, dtype=bool)
-    for axis in range(ndim):
-        outside |= (coords[axis] < -0.5) | (coords[axis] > atlas.shape[axis] - 0.5)
-    values = np.unique(labels.data).astype(np.int64)
-    out = _sample_labels(labels.data, coords, values, interp).astype(np.int32)
-    out[outside] = 0
+    out = resample_labels(labels.data, coords, interp=interp)
     return Transfer(
         labels=Image(out, image.affine.copy(), True, f"labels of {image.source}"),
         warped_atlas=reg.warped,

@@ -1,0 +1,345 @@
+"""Registering images on their own grids: working grid, initial alignment, field back to native.
+
+The pipeline shared by every way to register (a network, the optimiser, a network refined by
+the optimiser) and by label transfer: intensities to [0, 1] (percentile clip), a working grid
+around the FIXED image's content, an initial translation that matches the intensity centres of
+mass (so scans that are not aligned in world space start close), a *field function* on the
+working grid, and the composed transform brought back to the fixed image's original grid through
+world space:
+
+    D(p) = t + A_w[:3,:3] u_w(A_w^-1 p)        (world displacement in mm, RAS, at fixed point p)
+
+where ``u_w`` is the field in working-grid voxels and ``t`` the initial translation. The fixed
+point ``p`` corresponds to the moving point ``p + D(p)``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch import Tensor
+
+from medistill.errors import InputError
+from medistill.io import Image, WorkingGrid, normalize_percentile, resample_array, save, save_nifti
+from medistill.spatial.jacobian import jacobian_det
+from medistill.spatial.warp import resample
+from medistill.spatial.world import itk_displacement_nifti, resample_disp_between_grids
+from medistill.typing import PathLike
+
+__all__ = [
+    "INITIAL",
+    "LABEL_INTERPOLATIONS",
+    "FieldFunction",
+    "Registration",
+    "WorkingPair",
+    "centre_of_mass_mm",
+    "finish_registration",
+    "moving_coordinates",
+    "outside_mask",
+    "prepare_pair",
+    "register_images",
+    "resample_labels",
+]
+
+INITIAL = ("com", "none")
+LABEL_INTERPOLATIONS = ("nearest", "linear")
+
+FieldFunction = Callable[[Tensor, Tensor], Tensor]
+"""``(fixed, moving)`` working images ``(1, 1, *S)`` -> displacement ``(1, ndim, *S)`` in
+working-grid voxels (``warped(x) = moving(x + u(x))``)."""
+
+
+@dataclass
+class Registration:
+    """A registration result on the fixed image's original grid.
+
+    Attributes:
+        fixed: the fixed image.
+        disp_voxel: ``(ndim, *fixed.shape)`` displacement in fixed-grid voxel units (channel k
+            along fixed array axis k): fixed voxel ``y`` corresponds to moving world point
+            ``A_f (y + disp_voxel(y))``.
+        warped: moving image resampled onto the fixed grid (original intensities).
+        warped_labels: moving labels resampled onto the fixed grid, or None.
+        jacobian: ``(*fixed.shape)`` Jacobian determinant of the transform.
+        translation_mm: initial world translation (RAS mm).
+        seconds_network: time of the field function (network forward pass or optimisation).
+        seconds_total: time of the whole pipeline (no file I/O).
+        extra: method-specific results (e.g. the optimiser's world affine).
+    """
+
+    fixed: Image
+    disp_voxel: np.ndarray
+    warped: Image
+    warped_labels: Image | None
+    jacobian: np.ndarray
+    translation_mm: np.ndarray
+    seconds_network: float
+    seconds_total: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def moving_points(self, fixed_points: np.ndarray) -> np.ndarray:
+        """World points (mm, RAS) in the moving image for fixed-grid voxel indices ``(N, ndim)``."""
+        coords = np.asarray(fixed_points, dtype=np.float64)
+        disp = np.stack(
+            [
+                ndimage.map_coordinates(c, coords.T, order=1, mode="nearest")
+                for c in self.disp_voxel
+            ],
+            axis=1,
+        )
+        return self.fixed.index_to_world(coords + disp)
+
+    def save(self, out: PathLike) -> list[Path]:
+        """Write warped, warped_labels, disp_voxel, disp_mm and jacobian as ``.nii.gz``."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        aff = self.fixed.affine
+        written = [out / "warped.nii.gz"]
+        save(self.warped, written[-1])
+        if self.warped_labels is not None:
+            written.append(out / "warped_labels.nii.gz")
+            save(self.warped_labels, written[-1])
+        vox = np.moveaxis(self.disp_voxel, 0, -1)[..., None, :].astype(np.float32)
+        if self.fixed.ndim == 2:
+            vox = vox[:, :, None]
+        written.append(out / "disp_voxel.nii.gz")
+        save_nifti(vox, aff, written[-1], intent=1007)
+        itk = itk_displacement_nifti(self.disp_voxel.astype(np.float32), aff)
+        written.append(out / "disp_mm.nii.gz")
+        save_nifti(np.asarray(itk.dataobj), aff, written[-1], intent=1007)
+        written.append(out / "jacobian.nii.gz")
+        save_nifti(self.jacobian.astype(np.float32), aff, written[-1])
+        return written
+
+
+def centre_of_mass_mm(image: Image) -> np.ndarray:
+    """Intensity-weighted centre (world mm) of the voxels above 5 % of the robust range."""
+    data = image.data.astype(np.float64)
+    lo, hi = np.percentile(data, [1, 99])
+    weights = np.clip(data - (lo + 0.05 * (hi - lo)), 0, None)
+    if weights.sum() <= 0:
+        weights = np.ones_like(data)
+    com = np.array(ndimage.center_of_mass(weights))
+    return image.index_to_world(com[None])[0]
+
+
+def moving_coordinates(fixed: Image, moving: Image, disp_voxel: np.ndarray) -> np.ndarray:
+    """Voxel coordinates in ``moving`` (float32, ``(ndim, *fixed.shape)``) of every fixed voxel
+    ``y`` displaced by ``disp_voxel(y)`` (fixed-grid voxels), through world space."""
+    ndim = fixed.ndim
+    # one affine: fixed voxel -> world -> moving voxel, applied to y + u(y)
+    m = np.linalg.inv(moving.affine) @ fixed.affine
+    lin, off = m[:ndim, :ndim], m[:ndim, 3]
+    idx = np.indices(fixed.shape, dtype=np.float32)
+    idx += disp_voxel.astype(np.float32)
+    out = np.tensordot(lin.astype(np.float32), idx, axes=1)
+    out += off.astype(np.float32).reshape((ndim,) + (1,) * ndim)
+    return out
+
+
+def outside_mask(coords: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Voxels whose coordinates ``(ndim, *T)`` fall more than half a voxel outside ``shape``."""
+    outside = np.zeros(coords.shape[1:], dtype=bool)
+    for axis in range(len(shape)):
+        outside |= (coords[axis] < -0.5) | (coords[axis] > shape[axis] - 0.5)
+    return outside
+
+
+def resample_labels(
+    labels: np.ndarray, coords: np.ndarray, *, interp: str = "nearest"
+) -> np.ndarray:
+    """A label map sampled at voxel coordinates ``coords`` ``(ndim, *T)`` of its grid; 0 outside.
+
+    ``interp``: ``"nearest"`` or ``"linear"`` (each label's indicator interpolated linearly, one
+    label at a time to bound memory, then the most probable label: smoother boundaries).
+    Returns int32 labels of shape ``T``.
+    """
+    if interp not in LABEL_INTERPOLATIONS:
+        raise InputError(
+            f"label interpolation must be one of {LABEL_INTERPOLATIONS}, got {interp!r}"
+        )
+    crd = torch.from_numpy(np.ascontiguousarray(coords, dtype=np.float32))[None]
+    lab = torch.from_numpy(np.asarray(labels).astype(np.int32))[None, None]
+    if interp == "nearest":
+        out = resample(lab, crd, mode="nearest", padding="border")[0, 0].numpy()
+    else:
+        values = np.unique(np.asarray(labels)).astype(np.int64)
+        best = torch.full(crd.shape[2:], -1.0)
+        arg = torch.zeros(crd.shape[2:], dtype=torch.long)
+        for i, value in enumerate(values.tolist()):
+            prob = resample((lab == value).float(), crd, mode="linear", padding="border")[0, 0]
+            better = prob > best
+            best = torch.where(better, prob, best)
+            arg = torch.where(better, torch.full_like(arg, i), arg)
+        out = values[arg.numpy()]
+    out = out.astype(np.int32)
+    out[outside_mask(coords, tuple(labels.shape))] = 0
+    return out
+
+
+@dataclass
+class WorkingPair:
+    """A pair on the working grid, ready for a field function.
+
+    Attributes:
+        grid: the working grid (around the fixed image's content).
+        fixed, moving: ``(1, 1, *S)`` float32 images, intensities in [0, 1].
+        translation_mm: initial world translation (RAS mm) applied to the moving image.
+        moving_affine: working voxel -> moving world point (the grid's affine shifted by
+            ``translation_mm``), for resampling moving label maps onto the working grid.
+    """
+
+    grid: WorkingGrid
+    fixed: Tensor
+    moving: Tensor
+    translation_mm: np.ndarray
+    moving_affine: np.ndarray
+
+    def moving_labels(self, labels: Image) -> Tensor:
+        """A label map of the moving image on the working grid (nearest), ``(1, 1, *S)``."""
+        data = resample_array(
+            labels.data, labels.affine, self.moving_affine, self.grid.shape, order=0
+        )
+        return torch.from_numpy(np.asarray(data).astype(np.int64))[None, None]
+
+    def fixed_labels(self, labels: Image) -> Tensor:
+        """A label map of the fixed image on the working grid (nearest), ``(1, 1, *S)``."""
+        data = resample_array(
+            labels.data, labels.affine, self.grid.affine, self.grid.shape, order=0
+        )
+        return torch.from_numpy(np.asarray(data).astype(np.int64))[None, None]
+
+
+def prepare_pair(
+    fixed: Image,
+    moving: Image,
+    grid: WorkingGrid,
+    *,
+    initial: str = "com",
+) -> WorkingPair:
+    """Normalise both images, match centres of mass (``initial="com"``) and resample them onto
+    ``grid`` (which should lie around the fixed image's content)."""
+    if initial not in INITIAL:
+        raise InputError(f"initial alignment must be 'com' or 'none', got {initial!r}")
+    t = np.zeros(3)
+    if initial == "com":
+        t = centre_of_mass_mm(moving) - centre_of_mass_mm(fixed)
+        if fixed.ndim == 2:
+            t[2] = 0.0
+    shifted = grid.affine.copy()
+    shifted[:3, 3] += t  # working voxel -> world point in the moving image
+    f_work = resample_array(normalize_percentile(fixed.data), fixed.affine, grid.affine, grid.shape)
+    m_work = resample_array(normalize_percentile(moving.data), moving.affine, shifted, grid.shape)
+    return WorkingPair(
+        grid=grid,
+        fixed=torch.from_numpy(np.ascontiguousarray(f_work, dtype=np.float32))[None, None],
+        moving=torch.from_numpy(np.ascontiguousarray(m_work, dtype=np.float32))[None, None],
+        translation_mm=t,
+        moving_affine=shifted,
+    )
+
+
+def finish_registration(
+    pair: WorkingPair,
+    disp_work: Tensor,
+    fixed: Image,
+    moving: Image,
+    *,
+    moving_labels: Image | None = None,
+    label_interp: str = "nearest",
+    seconds_network: float = 0.0,
+    started: float | None = None,
+) -> Registration:
+    """Bring a working-grid field ``(1, ndim, *S)`` back to the fixed grid; warp the moving image
+    (linear) and its labels (``label_interp``) there; Jacobian determinant of the transform."""
+    ndim = fixed.ndim
+    t0 = time.perf_counter() if started is None else started
+    disp_f = resample_disp_between_grids(
+        disp_work.detach().float().cpu(), pair.grid.affine, fixed.affine, fixed.shape
+    )
+    disp_f = disp_f[0].numpy().astype(np.float64)
+    lin = fixed.affine[:ndim, :ndim]
+    t_vox = np.linalg.solve(lin, pair.translation_mm[:ndim])
+    disp_f += t_vox.reshape((ndim,) + (1,) * ndim)
+    jac = jacobian_det(torch.from_numpy(disp_f.astype(np.float32))[None])[0, 0].numpy()
+    coords = moving_coordinates(fixed, moving, disp_f)
+    crd = torch.from_numpy(coords)[None]
+    img = torch.from_numpy(np.ascontiguousarray(moving.data, dtype=np.float32))[None, None]
+    warped = resample(img, crd, mode="linear", padding="border")[0, 0].numpy()
+    warped[outside_mask(coords, moving.shape)] = 0
+    warped_labels = None
+    if moving_labels is not None:
+        lab = resample_labels(moving_labels.data, coords, interp=label_interp)
+        warped_labels = Image(lab, fixed.affine.copy(), True, "warped_labels")
+    return Registration(
+        fixed=fixed,
+        disp_voxel=disp_f,
+        warped=Image(warped, fixed.affine.copy(), False, "warped"),
+        warped_labels=warped_labels,
+        jacobian=jac,
+        translation_mm=pair.translation_mm,
+        seconds_network=seconds_network,
+        seconds_total=time.perf_counter() - t0,
+    )
+
+
+def register_images(
+    model: FieldFunction | torch.nn.Module,
+    fixed: Image,
+    moving: Image,
+    *,
+    shape: tuple[int, ...],
+    moving_labels: Image | None = None,
+    initial: str = "com",
+    margin: float = 0.1,
+    label_interp: str = "nearest",
+) -> Registration:
+    """Register ``moving`` to ``fixed`` with a network (or any field function) on a working grid.
+
+    Args:
+        model: a trained registration network ``model(fixed, moving).disp`` in eval mode (e.g.
+            :class:`~medistill.nets.Cascade`), or a :data:`FieldFunction`.
+        fixed, moving: images (any grids, orientations, spacings; same dimensionality as the model).
+        shape: working grid the model was trained on.
+        moving_labels: label map on the moving image's grid, warped if given.
+        initial: ``"com"`` matches intensity centres of mass first; ``"none"`` trusts world space.
+        margin: working-grid margin around the fixed content (as in training).
+        label_interp: ``"nearest"`` or ``"linear"`` (one-hot, then argmax).
+
+    Raises:
+        InputError: dimensionality of images and model differ.
+    """
+    ndim = len(shape)
+    for name, img in (("fixed", fixed), ("moving", moving)):
+        if img.ndim != ndim:
+            raise InputError(
+                f"{img.source}: {name} image is {img.ndim}-D "
+                f"but the model registers {ndim}-D images"
+            )
+    t0 = time.perf_counter()
+    grid = WorkingGrid.around(fixed, shape, margin=margin)
+    pair = prepare_pair(fixed, moving, grid, initial=initial)
+    t1 = time.perf_counter()
+    if isinstance(model, torch.nn.Module):
+        with torch.inference_mode():
+            disp_w = model(pair.fixed, pair.moving).disp.float()
+    else:
+        disp_w = model(pair.fixed, pair.moving)
+    seconds = time.perf_counter() - t1
+    return finish_registration(
+        pair,
+        disp_w,
+        fixed,
+        moving,
+        moving_labels=moving_labels,
+        label_interp=label_interp,
+        seconds_network=seconds,
+        started=t0,
+    )
