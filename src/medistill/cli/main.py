@@ -29,16 +29,27 @@ def _root() -> None:
 
 
 def _register_commands() -> None:
-    from medistill.cli import info, labeltransfer, recon, registration, selfcheck
+    from medistill.cli import (
+        bench,
+        demo,
+        evaluate,
+        info,
+        labeltransfer,
+        models,
+        recon,
+        register,
+        selfcheck,
+        train,
+    )
 
     app.command("info")(info.info)
     app.command("selfcheck")(selfcheck.selfcheck)
-    app.command("train")(registration.train)
-    app.command("register")(registration.register)
-    app.command("evaluate")(registration.evaluate)
-    app.command("models")(registration.models)
-    app.command("demo")(registration.demo)
-    app.command("bench")(registration.bench)
+    app.command("train")(train.train)
+    app.command("register")(register.register)
+    app.command("evaluate")(evaluate.evaluate)
+    app.command("models")(models.models)
+    app.command("demo")(demo.demo)
+    app.command("bench")(bench.bench)
     app.command("reconstruct")(recon.reconstruct)
     app.command("segment")(labeltransfer.segment)
 

@@ -1,0 +1,119 @@
+"""How ``register`` and ``evaluate`` register a pair: a network, the optimiser, or both."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from medistill.errors import InputError
+from medistill.io import Image
+
+METHODS = ("network", "optimise")
+
+Registrar = Callable[..., object]
+
+
+def optimise_config(config: str | None, set_: list[str] | None):
+    """The optimiser's settings from a preset name or YAML file (default preset ``brain``)."""
+    from medistill.optimise import OptimiseConfig, presets, validate
+    from medistill.train import load_config
+
+    cfg = load_config(OptimiseConfig, config or "brain", presets=presets(), overrides=set_ or [])
+    return validate(cfg)
+
+
+def check_method(
+    method: str, model: Path | None, refine: int, config: str | None, set_: list[str] | None
+) -> None:
+    """Refuse option combinations that make no sense, before any work (one line each)."""
+    if method not in METHODS:
+        raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if refine < 0:
+        raise InputError(f"--refine must be an iteration count >= 0, got {refine}")
+    if method == "optimise":
+        if model is not None:
+            raise InputError("--method optimise needs no --model (it registers without training)")
+        if refine:
+            raise InputError(
+                "--refine refines a network's result; with --method optimise "
+                "set the iterations in --config / --set instead"
+            )
+    else:
+        if model is None:
+            raise InputError("--model is required with --method network (or use --method optimise)")
+        if (config is not None or set_) and not refine:
+            raise InputError(
+                "--config / --set configure the optimiser: use them with "
+                "--method optimise or --refine N"
+            )
+
+
+def network_registrar(
+    model: Path, refine: int, config: str | None, set_: list[str] | None, *, progress: bool = False
+):
+    """``(registrar, ndim, description)`` for a checkpoint, optionally refined by the optimiser
+    (``refine`` iterations at the network's working resolution, from the network's field)."""
+    import torch
+
+    from medistill.registration.model import load_model
+    from medistill.spatial.native import register_images
+
+    net, ckpt, cfg = load_model(model)
+    shape = tuple(cfg.data.shape)
+    field = net
+    if refine:
+        from medistill.optimise import optimise
+
+        ocfg = optimise_config(config, set_)
+        ocfg.deformable.levels = (1,)
+        ocfg.deformable.iterations = (int(refine),)
+        if ocfg.deformable.kind == "none":
+            raise InputError("--refine needs a deformable stage (deformable.kind dense or svf)")
+        ocfg.deformable.kind = "dense"
+
+        def field(fixed, moving):  # noqa: F811 - a refined field function
+            with torch.inference_mode():
+                disp = net(fixed, moving).disp.float()
+            nd = disp.shape[1]
+            eye = torch.cat([torch.eye(nd), torch.zeros(nd, 1)], 1)[None]
+            return optimise(
+                fixed, moving, ocfg, init_matrix=eye, init_field=disp.clone(), progress=progress
+            ).disp
+
+    def registrar(
+        fixed: Image, moving: Image, *, moving_labels=None, fixed_labels=None, initial: str = "com"
+    ):
+        return register_images(
+            field, fixed, moving, shape=shape, moving_labels=moving_labels, initial=initial
+        )
+
+    role = str(ckpt.get("role")) + (f" + {refine} refinement iterations" if refine else "")
+    return registrar, len(shape), role, int(ckpt.get("params", 0))
+
+
+def optimiser_registrar(config: str | None, set_: list[str] | None, *, progress: bool = False):
+    """``(registrar, ndim, description, 0)`` for the optimiser with the given settings."""
+    from medistill.optimise import register_optimise
+
+    cfg = optimise_config(config, set_)
+
+    def registrar(
+        fixed: Image,
+        moving: Image,
+        *,
+        moving_labels=None,
+        fixed_labels=None,
+        initial: str | None = None,
+    ):
+        if initial is not None:
+            cfg.initial = initial
+        return register_optimise(
+            fixed,
+            moving,
+            cfg,
+            moving_labels=moving_labels,
+            fixed_labels=fixed_labels,
+            progress=progress,
+        )
+
+    return registrar, None, f"optimise ({config or 'brain'})", 0
