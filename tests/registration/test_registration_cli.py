@@ -299,3 +299,34 @@ def test_half_resolution_student_trains_and_registers_on_the_fixed_grid(runs, ca
     )
     assert code == 2 and "model.student_downsample must be one of (1, 2)" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_refine_starts_from_the_network_and_improves_similarity(runs, capsys, tmp_path):
+    """--refine 0 is the network's result exactly; --refine N moves the field from there and
+    the warped image matches the fixed image better (NCC)."""
+    import nibabel as nib
+
+    root, pairs = runs
+    folder = pairs.parent
+    common = [
+        "register", "--model", root / "aldk" / "model.pt", "--fixed", folder / "test0.nii.gz",
+        "--moving", folder / "test1.nii.gz",
+    ]  # fmt: skip
+    results = {}
+    for n in (None, 0, 20):
+        out = tmp_path / f"refine{n}"
+        extra = [] if n is None else ["--refine", n]
+        code, _, err = cli(capsys, *common, "--out", out, *extra)
+        assert code == 0, err
+        results[n] = {
+            k: np.asarray(nib.load(out / f"{k}.nii.gz").dataobj) for k in ("disp_voxel", "warped")
+        }
+    assert np.array_equal(results[None]["disp_voxel"], results[0]["disp_voxel"])
+    assert not np.allclose(results[None]["disp_voxel"], results[20]["disp_voxel"])
+    fixed = np.asarray(nib.load(folder / "test0.nii.gz").dataobj)
+
+    def ncc(a, b):
+        a, b = a - a.mean(), b - b.mean()
+        return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
+
+    assert ncc(fixed, results[20]["warped"]) > ncc(fixed, results[None]["warped"])

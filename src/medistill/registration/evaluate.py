@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -69,28 +70,32 @@ def pair_metrics(reg, fixed, moving, *, labels: list[int] | None = None) -> dict
     return row
 
 
-def evaluate(
-    checkpoint: PathLike,
+def evaluate_pairs(
+    registrar: Callable[..., Any],
     pairs_csv: PathLike,
     out: PathLike,
     *,
+    ndim: int | None = None,
     labels: list[int] | None = None,
     initial: str = "com",
-    affine_only: bool = False,
+    meta: dict[str, Any] | None = None,
+    privileged: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate ``checkpoint`` on every pair of ``pairs_csv``; writes ``metrics.csv`` and
-    ``summary.json`` in ``out`` and returns the summary.
+    """Register every pair of ``pairs_csv`` with ``registrar`` and score it; writes
+    ``metrics.csv`` and ``summary.json`` in ``out`` and returns the summary.
 
-    CSV columns: ``fixed``, ``moving``, ``fixed_labels``, ``moving_labels`` (required), optional
-    ``fixed_landmarks``, ``moving_landmarks`` (voxel indices on each image's grid).
-    With ``affine_only`` only the network's affine stem is applied (deformable cascades dropped).
+    Args:
+        registrar: ``registrar(fixed, moving, moving_labels=..., fixed_labels=..., initial=...)``
+            returning a :class:`~medistill.spatial.native.Registration` (a network through
+            :func:`~medistill.spatial.native.register_images`, or the optimiser).
+        pairs_csv: CSV with ``fixed``, ``moving``, ``fixed_labels``, ``moving_labels`` (required),
+            optional ``fixed_landmarks``, ``moving_landmarks`` (voxel indices on each grid).
+        ndim: dimensionality the registrar expects (None: any).
+        labels: label values to score (default: every label of the fixed map).
+        meta: entries put first in the summary (checkpoint, role, ...).
+        privileged: hand the fixed labels to the registrar (the optimiser's privileged term;
+            never for scoring a method fairly).
     """
-    model, ckpt, cfg = load_model(checkpoint)
-    if affine_only:
-        if model.affine is None:
-            raise InputError(f"{checkpoint}: --affine-only needs a network with an affine stem")
-        model.subnets = torch.nn.ModuleList()
-    shape = tuple(cfg.data.shape)
     sources, pairs = read_pairs_csv(
         pairs_csv, required=("fixed", "moving", "fixed_labels", "moving_labels")
     )
@@ -99,28 +104,25 @@ def evaluate(
     for fi, mi in pairs:
         for k in (fi, mi):
             if k not in subjects:
-                subjects[k] = load_subject(sources[k], dims=len(shape))
+                subjects[k] = load_subject(sources[k], dims=ndim)
         fixed, moving = subjects[fi], subjects[mi]
-        reg = register_images(
-            model,
+        reg = registrar(
             fixed.image,
             moving.image,
-            shape=shape,
             moving_labels=moving.labels,
+            fixed_labels=fixed.labels if privileged else None,
             initial=initial,
         )
-        row = {
-            "fixed": fixed.name,
-            "moving": moving.name,
-            **pair_metrics(reg, fixed, moving, labels=labels),
-        }
-        rows.append(row)
-    summary: dict[str, Any] = {
-        "checkpoint": str(checkpoint),
-        "role": ckpt.get("role") + (" (affine stem only)" if affine_only else ""),
-        "pairs": len(rows),
-        "working_shape": list(shape),
-    }
+        rows.append(
+            {
+                "fixed": fixed.name,
+                "moving": moving.name,
+                **pair_metrics(reg, fixed, moving, labels=labels),
+            }
+        )
+    meta = dict(meta or {})
+    params = int(meta.pop("params", 0))
+    summary: dict[str, Any] = {**meta, "pairs": len(rows)}
     for key, col in (
         ("dice_mean", "dice"),
         ("jaccard_mean", "jaccard"),
@@ -135,6 +137,42 @@ def evaluate(
             mean, sd = summarize(values)
             summary[key] = mean
             summary[key.replace("_mean", "") + "_sd" if key.endswith("_mean") else key + "_sd"] = sd
-    summary["params"] = int(ckpt.get("params", 0))
+    summary["params"] = params
     write_metrics(out, rows, summary)
     return summary
+
+
+def evaluate(
+    checkpoint: PathLike,
+    pairs_csv: PathLike,
+    out: PathLike,
+    *,
+    labels: list[int] | None = None,
+    initial: str = "com",
+    affine_only: bool = False,
+) -> dict[str, Any]:
+    """Evaluate ``checkpoint`` on every pair of ``pairs_csv`` (see :func:`evaluate_pairs`).
+
+    With ``affine_only`` only the network's affine stem is applied (deformable cascades dropped).
+    """
+    model, ckpt, cfg = load_model(checkpoint)
+    if affine_only:
+        if model.affine is None:
+            raise InputError(f"{checkpoint}: --affine-only needs a network with an affine stem")
+        model.subnets = torch.nn.ModuleList()
+    shape = tuple(cfg.data.shape)
+
+    def registrar(fixed, moving, *, moving_labels=None, fixed_labels=None, initial="com"):
+        return register_images(
+            model, fixed, moving, shape=shape, moving_labels=moving_labels, initial=initial
+        )
+
+    meta = {
+        "checkpoint": str(checkpoint),
+        "role": ckpt.get("role") + (" (affine stem only)" if affine_only else ""),
+        "working_shape": list(shape),
+        "params": int(ckpt.get("params", 0)),
+    }
+    return evaluate_pairs(
+        registrar, pairs_csv, out, ndim=len(shape), labels=labels, initial=initial, meta=meta
+    )
