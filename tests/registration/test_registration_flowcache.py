@@ -53,3 +53,67 @@ def test_cache_build_reuse_and_rebuild(tmp_path):
     build_flow_cache(tmp_path / "cache", **kwargs)
     assert sum(calls) == 10  # teacher changed: rebuilt
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "teacher.pt"]
+
+
+def test_teacher_without_a_file_is_keyed_by_its_settings_and_may_see_labels(tmp_path):
+    seen = []
+
+    def teacher(fixed, moving, fixed_labels=None, moving_labels=None):
+        seen.append(fixed_labels is not None and moving_labels is not None)
+        return torch.zeros(fixed.shape[0], 3, *fixed.shape[2:]) + float(len(seen))
+
+    kwargs = dict(
+        run_teacher=teacher,
+        pair=_pair,
+        pairs=3,
+        shape=(8, 8, 8),
+        source_key="toy",
+        has_labels=True,
+        batch_size=3,
+        teacher_labels=True,
+    )
+    build_flow_cache(tmp_path / "cache", teacher_key="optimise iterations=10", **kwargs)
+    build_flow_cache(tmp_path / "cache", teacher_key="optimise iterations=10", **kwargs)
+    assert seen == [True]  # reused
+    cache = build_flow_cache(tmp_path / "cache", teacher_key="optimise iterations=20", **kwargs)
+    assert seen == [True, True]  # settings changed: rebuilt
+    assert float(cache.get(0)["teacher_disp"].mean()) == 2.0
+
+
+def test_optimiser_teacher_distils_a_student_through_the_cli(tmp_path):
+    """distill.teacher=optimise: the cache holds the optimiser's fields (keyed by its settings,
+    rebuilt when they change) and an L1 student trains on them."""
+    import json
+
+    from medistill.cli.main import main
+    from medistill.optimise import OptimiseConfig, optimise
+
+    out = tmp_path / "student"
+    args = [
+        "train", "student", "--config", "demo", "--out", str(out),
+        "--set", "loop.steps=2", "--set", "data.subjects=3", "--set", "data.pairs=2",
+        "--set", "loop.progress=false", "--set", "distill.mode=l1",
+        "--set", "distill.teacher=optimise", "--set", "distill.teacher_config=fast",
+    ]  # fmt: skip
+    few = ["--set", 'distill.teacher_set=["affine.iterations=[5,5]","deformable.iterations=[5]"]']
+    assert main(args + few) == 0
+    cache = out / "flow_cache"
+    key = json.loads((cache / "index.json").read_text())["key"]
+    flows = np.fromfile(cache / "flows.f16", dtype=np.float16)
+    assert np.abs(flows).max() > 0  # the optimiser moved something
+    more = ["--set", 'distill.teacher_set=["affine.iterations=[5,5]","deformable.iterations=[9]"]']
+    assert main(args + more + ["--set", "loop.steps=3", "--resume"]) == 0
+    assert json.loads((cache / "index.json").read_text())["key"] != key
+    # the cached field of pair 0 is the optimiser's on the cached images
+    from medistill.optimise import presets
+    from medistill.registration.flowcache import FlowCache
+    from medistill.train import load_config
+
+    item = FlowCache(cache).get(0)
+    cfg = load_config(
+        OptimiseConfig, "fast", presets=presets(),
+        overrides=["affine.iterations=[5,5]", "deformable.iterations=[9]"],
+    )  # fmt: skip
+    ref = optimise(item["fixed"][None], item["moving"][None], cfg).disp[0]
+    # float16 images and fields in the cache: equal up to rounding
+    assert (ref - item["teacher_disp"]).abs().mean() < 0.01

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -38,7 +37,7 @@ def train(
     from medistill.registration.config import RegistrationConfig, presets
     from medistill.registration.model import ROLES
     from medistill.registration.training import train as run
-    from medistill.train import load_config
+    from medistill.train import is_main_process, load_config
 
     if role in RECON_ROLES:
         from medistill.cli.recon import train_recon
@@ -55,5 +54,5 @@ def train(
         raise InputError(f"train: unknown model {role!r}; expected one of {known}")
     cfg = load_config(RegistrationConfig, config, presets=presets(), overrides=list(set_ or []))
     state = run(role, cfg, out, resume=resume)
-    if os.environ.get("RANK", "0") == "0":
+    if is_main_process():
         typer.echo(f"trained {role} to step {state.get('step')}; checkpoint {out / 'model.pt'}")

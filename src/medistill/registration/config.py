@@ -85,7 +85,12 @@ class DistillConfig:
     Attributes:
         mode: ``"none"`` (similarity + smoothness only), ``"l1"`` (plus L1 to the teacher's field)
             or ``"aldk"`` (adversarial: Wasserstein critic with gradient penalty on fields).
-        teacher: teacher checkpoint (needed for ``l1`` and ``aldk``).
+        teacher: the teacher of ``l1`` and ``aldk``: a trained network's checkpoint (e.g. the
+            RCN, for GPU users), or ``optimise``: per-pair optimisation registration
+            (:mod:`medistill.optimise`, no training, strong on a CPU).
+        teacher_config: the optimiser's preset name or YAML file (``teacher: optimise``).
+        teacher_set: overrides of the optimiser's settings, e.g. ``["deformable.kind=svf"]``.
+        teacher_batch: pairs the teacher registers at once while the cache is built.
         cache: folder of the teacher-flow cache (default: ``<out>/flow_cache``).
         gamma: weight of the reconstruction loss in ``gamma*l_rec + (1-gamma)*l_dis``.
         beta: mixing of the gradient-penalty point ``phi_hat = beta*phi_t + (1-beta)*phi_s``;
@@ -107,6 +112,9 @@ class DistillConfig:
 
     mode: Literal["none", "l1", "aldk"] = "none"
     teacher: str = ""
+    teacher_config: str = "brain"
+    teacher_set: tuple[str, ...] = ()
+    teacher_batch: int = 2
     cache: str = ""
     gamma: float = 0.3
     beta: float = 0.1

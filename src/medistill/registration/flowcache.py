@@ -2,8 +2,9 @@
 composed fields (and the pair images) are stored as float16 memory-mapped arrays on disk with a JSON
 index, and streamed during student training (only the requested pairs are read).
 
-The cache is keyed by the SHA-256 of the teacher checkpoint and a description of the pair source:
-when either changes the cache is rebuilt (into a temporary folder, then renamed into place).
+The cache is keyed by the teacher (the SHA-256 of a checkpoint, or a description of an optimiser's
+settings) and a description of the pair source: when either changes the cache is rebuilt (into a
+temporary folder, then renamed into place).
 """
 
 from __future__ import annotations
@@ -79,8 +80,9 @@ class FlowCache:
 def build_flow_cache(
     folder: PathLike,
     *,
-    teacher_checkpoint: PathLike,
-    run_teacher: Callable[[Tensor, Tensor], Tensor],
+    teacher_checkpoint: PathLike | None = None,
+    teacher_key: str | None = None,
+    run_teacher: Callable[..., Tensor],
     pair: Callable[[int], dict[str, Tensor]],
     pairs: int,
     shape: tuple[int, ...],
@@ -90,18 +92,22 @@ def build_flow_cache(
     progress: bool = False,
     build: bool = True,
     wait_s: float = 3600.0,
+    teacher_labels: bool = False,
 ) -> FlowCache:
     """Build (or reuse) the cache for ``pairs`` pairs.
 
     Args:
         folder: cache folder.
-        teacher_checkpoint: the teacher's checkpoint file (its hash keys the cache).
-        run_teacher: ``(fixed, moving) -> disp``: batches ``(B, 1, *S)`` to ``(B, ndim, *S)``.
+        teacher_checkpoint: the teacher's checkpoint file (its hash keys the cache), or
+        teacher_key: a description of a teacher without a file (e.g. the optimiser's settings).
+        run_teacher: ``(fixed, moving) -> disp``: batches ``(B, 1, *S)`` to ``(B, ndim, *S)``;
+            with ``teacher_labels`` it also gets ``fixed_labels=``, ``moving_labels=``.
         pair: ``index -> pair dict`` (see :class:`~medistill.registration.pairs.PairSource`).
         pairs: number of pairs P.
         shape: working grid.
         source_key: description of the pair source (changes -> rebuild).
         has_labels: store the pairs' label maps too.
+        teacher_labels: hand the pairs' label maps to the teacher (privileged terms).
         build: False in the other processes of a distributed run: wait (up to ``wait_s``) for
             the main process to build the cache instead of building it too.
 
@@ -109,8 +115,12 @@ def build_flow_cache(
         The :class:`FlowCache`, rebuilt when its key differs from the current teacher and source.
     """
     folder = Path(folder)
+    if (teacher_checkpoint is None) == (teacher_key is None):
+        raise InputError("build_flow_cache(): give one of teacher_checkpoint and teacher_key")
     key = {
-        "teacher_sha256": file_sha256(teacher_checkpoint),
+        "teacher_sha256": file_sha256(teacher_checkpoint)
+        if teacher_checkpoint is not None
+        else hashlib.sha256(str(teacher_key).encode()).hexdigest(),
         "source": source_key,
         "pairs": int(pairs),
         "shape": list(shape),
@@ -150,8 +160,14 @@ def build_flow_cache(
             items = [pair(i) for i in idx]
             fixed = torch.stack([it["fixed"] for it in items])
             moving = torch.stack([it["moving"] for it in items])
-            with torch.inference_mode():
-                disp = run_teacher(fixed, moving).float()
+            extra = {}
+            if teacher_labels and has_labels:
+                extra = {
+                    "fixed_labels": torch.stack([it["fixed_labels"] for it in items]),
+                    "moving_labels": torch.stack([it["moving_labels"] for it in items]),
+                }
+            with torch.no_grad():  # an optimiser teacher turns gradients on for itself
+                disp = run_teacher(fixed, moving, **extra).float().cpu()
             images[idx[0] : idx[-1] + 1, 0] = fixed[:, 0].numpy().astype(np.float16)
             images[idx[0] : idx[-1] + 1, 1] = moving[:, 0].numpy().astype(np.float16)
             flows[idx[0] : idx[-1] + 1] = disp.numpy().astype(np.float16)

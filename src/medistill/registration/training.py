@@ -3,8 +3,8 @@ distillation, with L1 flow distillation, or with ALDK) and the VoxelMorph-style 
 
 from __future__ import annotations
 
+import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from medistill.registration.model import (
     size_multiple,
 )
 from medistill.registration.pairs import PairSource, build_pair_source
-from medistill.train import StepContext, Trainer
+from medistill.train import StepContext, Trainer, is_main_process
 from medistill.typing import PathLike
 
 log = logging.getLogger(__name__)
@@ -153,27 +153,69 @@ def _check(cfg: RegistrationConfig, role: str) -> None:
 
 
 def teacher_flow_cache(cfg: RegistrationConfig, source: PairSource, out: Path) -> FlowCache:
-    """Build or reuse the teacher-flow cache of ``cfg.distill.teacher`` over the fixed pair set."""
-    if not cfg.distill.teacher:
-        raise InputError(f"distill.mode {cfg.distill.mode!r} needs distill.teacher (a checkpoint)")
-    teacher, _, tcfg = load_model(cfg.distill.teacher)
+    """Build or reuse the teacher-flow cache of ``cfg.distill.teacher`` over the fixed pair set:
+    a trained network's checkpoint, or ``optimise`` (the per-pair optimiser with
+    ``distill.teacher_config`` / ``teacher_set``, given the pairs' labels for its privileged
+    terms)."""
+    d = cfg.distill
+    if not d.teacher:
+        raise InputError(
+            f"distill.mode {d.mode!r} needs distill.teacher (a checkpoint, or 'optimise')"
+        )
+    folder = Path(d.cache) if d.cache else out / "flow_cache"
+    if d.teacher_batch < 1:
+        raise InputError(f"distill.teacher_batch must be >= 1, got {d.teacher_batch}")
+    common = {
+        "pair": source.pair,
+        "pairs": cfg.data.pairs,
+        "shape": tuple(cfg.data.shape),
+        "source_key": source.describe(),
+        "has_labels": source.has_labels,
+        "progress": cfg.loop.progress,
+        "build": is_main_process(),
+        "batch_size": d.teacher_batch,
+    }
+    if d.teacher == "optimise":
+        from medistill.optimise import OptimiseConfig, optimise, presets, validate
+        from medistill.optimise.apply import resolve_device
+        from medistill.train import load_config, to_dict
+
+        ocfg = validate(
+            load_config(
+                OptimiseConfig, d.teacher_config, presets=presets(), overrides=list(d.teacher_set)
+            )
+        )
+        device = resolve_device(ocfg.device)
+
+        def run(fixed, moving, fixed_labels=None, moving_labels=None):
+            labels = {}
+            if fixed_labels is not None:
+                labels = {
+                    "fixed_labels": fixed_labels.to(device),
+                    "moving_labels": moving_labels.to(device),
+                }
+            return optimise(fixed.to(device), moving.to(device), ocfg, **labels).disp
+
+        settings = to_dict(ocfg)
+        settings.pop("device")
+        return build_flow_cache(
+            folder,
+            teacher_key="optimise " + json.dumps(settings, sort_keys=True),
+            run_teacher=run,
+            teacher_labels=ocfg.privileged.dice_weight > 0,
+            **common,
+        )
+    teacher, _, tcfg = load_model(d.teacher)
     if tuple(tcfg.data.shape) != tuple(cfg.data.shape):
         raise InputError(
             f"teacher was trained on a {tuple(tcfg.data.shape)} grid, student config asks for "
             f"{tuple(cfg.data.shape)}"
         )
-    folder = Path(cfg.distill.cache) if cfg.distill.cache else out / "flow_cache"
     return build_flow_cache(
         folder,
-        teacher_checkpoint=cfg.distill.teacher,
+        teacher_checkpoint=d.teacher,
         run_teacher=lambda f, m: teacher(f, m).disp,
-        pair=source.pair,
-        pairs=cfg.data.pairs,
-        shape=tuple(cfg.data.shape),
-        source_key=source.describe(),
-        has_labels=source.has_labels,
-        progress=cfg.loop.progress,
-        build=int(os.environ.get("RANK", "0")) == 0,
+        **common,
     )
 
 
@@ -195,7 +237,7 @@ def train(
         cache = teacher_flow_cache(cfg, source, out)
     torch.manual_seed(cfg.loop.seed)  # the initial weights (and critic) depend on the seed alone
     task = RegistrationTask(cfg, role, source, cache)
-    main_process = int(os.environ.get("RANK", "0")) == 0
+    main_process = is_main_process()
     if main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")

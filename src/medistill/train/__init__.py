@@ -8,6 +8,7 @@ from medistill.train.config import (
     save_config,
     to_dict,
 )
+from medistill.train.distributed import is_main_process, rank, world_size
 from medistill.train.loop import (
     LoopConfig,
     StepContext,
@@ -30,10 +31,13 @@ __all__ = [
     "choose_cpu_speedups",
     "export_checkpoint",
     "from_dict",
+    "is_main_process",
     "load_checkpoint",
     "load_config",
+    "rank",
     "read_yaml",
     "save_checkpoint",
     "save_config",
     "to_dict",
+    "world_size",
 ]

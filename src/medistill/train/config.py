@@ -135,8 +135,14 @@ def preset_files(task: str) -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
 
 
-def _parse_value(text: str) -> Any:
-    return yaml.safe_load(text)
+def _parse_value(text: str, item: str = "") -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise InputError(
+            f"config override {item or text!r}: the value is not valid YAML (quote strings "
+            "that hold brackets or commas)"
+        ) from err
 
 
 def apply_overrides(data: dict, overrides: list[str], cls: type | None = None) -> dict:
@@ -155,7 +161,7 @@ def apply_overrides(data: dict, overrides: list[str], cls: type | None = None) -
             node = node.setdefault(part, {})
             section = _section(section, part)
         _drop_other_spellings(node, parts[-1], section)
-        node[parts[-1]] = _parse_value(value)
+        node[parts[-1]] = _parse_value(value, item)
     return data
 
 
