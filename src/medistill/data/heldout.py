@@ -42,7 +42,7 @@ MANIFEST = "heldout.json"
 """File beside ``pairs.csv`` recording the parameters and per-subject offsets."""
 
 
-def _label_map_files(folder: Path) -> list[Path]:
+def label_map_files(folder: Path) -> list[Path]:
     return sorted(
         (p for p in folder.iterdir() if split_suffix(p.name)[1].lower() in (".nii", ".nii.gz")),
         key=lambda p: p.name,
@@ -71,7 +71,7 @@ def split_label_maps(folder: PathLike) -> tuple[list[Path], list[Path]]:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"split_label_maps(): {folder} is not a folder")
-    files = _label_map_files(folder)
+    files = label_map_files(folder)
     if len(files) < MIN_LABEL_MAPS:
         raise InputError(
             f"split_label_maps(): {folder} holds {len(files)} label maps (.nii/.nii.gz), "

@@ -44,7 +44,7 @@ class GridConfig:
     """
 
     spacing: float = 2.0
-    margin: float = 0.1
+    margin: float = 0.05
     multiple: int = 4
     max_size: int = 160
 
@@ -92,7 +92,7 @@ class DeformableConfig:
 
     kind: Literal["dense", "svf", "none"] = "dense"
     levels: tuple[int, ...] = (4, 2)
-    iterations: tuple[int, ...] = (60, 60)
+    iterations: tuple[int, ...] = (60, 40)
     lr: float = 0.2
     similarity: Similarity = "lncc"
     window: int = 3

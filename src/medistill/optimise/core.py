@@ -35,7 +35,7 @@ from torch import Tensor
 from medistill.data.synthesis import gaussian_blur
 from medistill.errors import InputError
 from medistill.optimise.config import AffineConfig, DeformableConfig, OptimiseConfig, validate
-from medistill.optimise.similarity import image_loss, soft_dice
+from medistill.optimise.similarity import LocalNCC, image_loss, soft_dice
 from medistill.spatial import identity_grid, integrate_velocity, resample
 
 __all__ = ["OptimiseResult", "compose_affine_field", "one_hot", "optimise", "pyramid_shape"]
@@ -255,11 +255,15 @@ def _deformable_stage(
         lab = None
         if labels is not None and dice_weight > 0:
             lab = (_down(labels[0], factor, size), _down(labels[1], factor, size))
+        local = LocalNCC(f_l, cfg.window) if cfg.similarity == "lncc" else None
         for _ in range(int(iterations)):
             u = field_of(p, ratio)
             coords = compose_affine_field(matrix, u, ratio) / ratio
             warped = resample(m_l, coords)
-            sim = image_loss(cfg.similarity, f_l, warped, window=cfg.window, bins=cfg.mi_bins)
+            if local is not None:
+                sim = local(warped)
+            else:
+                sim = image_loss(cfg.similarity, f_l, warped, window=cfg.window, bins=cfg.mi_bins)
             last = sim.detach()
             loss = sim + cfg.weight * _regulariser(
                 p if cfg.kind == "svf" else u, ratio, cfg.regulariser

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from medistill.errors import InputError
 
-__all__ = ["image_loss", "lncc", "mse", "mutual_information", "ncc", "soft_dice"]
+__all__ = ["LocalNCC", "image_loss", "lncc", "mse", "mutual_information", "ncc", "soft_dice"]
 
 
 def ncc(fixed: Tensor, warped: Tensor, eps: float = 1e-6) -> Tensor:
@@ -24,20 +24,36 @@ def ncc(fixed: Tensor, warped: Tensor, eps: float = 1e-6) -> Tensor:
     return 1 - (a * b).sum(1) / torch.sqrt((a * a).sum(1) * (b * b).sum(1) + eps)
 
 
+def _box(x: Tensor, window: int) -> Tensor:
+    """Mean over ``window``-voxel boxes (zero padding not counted)."""
+    pool = F.avg_pool3d if x.dim() == 5 else F.avg_pool2d
+    return pool(x, window, stride=1, padding=window // 2, count_include_pad=False)
+
+
+class LocalNCC:
+    """``1 - mean local squared correlation`` against one fixed image: ``(B,)`` in [0, 1].
+
+    The fixed image's box means and variances are computed once (they do not change while the
+    moving image is warped); each call needs three box filters of the warped image.
+    """
+
+    def __init__(self, fixed: Tensor, window: int = 3, eps: float = 1e-5) -> None:
+        self.fixed, self.window, self.eps = fixed, int(window), eps
+        self.mu_f = _box(fixed, self.window)
+        self.var_f = (_box(fixed * fixed, self.window) - self.mu_f * self.mu_f).clamp_min(0)
+
+    def __call__(self, warped: Tensor) -> Tensor:
+        w = self.window
+        mu_w = _box(warped, w)
+        cov = _box(self.fixed * warped, w) - self.mu_f * mu_w
+        var_w = (_box(warped * warped, w) - mu_w * mu_w).clamp_min(0)
+        cc = cov * cov / (self.var_f * var_w + self.eps)
+        return 1 - cc.flatten(1).mean(1)
+
+
 def lncc(fixed: Tensor, warped: Tensor, window: int = 3, eps: float = 1e-5) -> Tensor:
     """``1 - mean local squared correlation`` in ``window``-voxel boxes: ``(B,)`` in [0, 1]."""
-    ndim = fixed.dim() - 2
-    pool = F.avg_pool3d if ndim == 3 else F.avg_pool2d
-
-    def box(x: Tensor) -> Tensor:
-        return pool(x, window, stride=1, padding=window // 2, count_include_pad=False)
-
-    mu_a, mu_b = box(fixed), box(warped)
-    cov = box(fixed * warped) - mu_a * mu_b
-    var_a = (box(fixed * fixed) - mu_a * mu_a).clamp_min(0)
-    var_b = (box(warped * warped) - mu_b * mu_b).clamp_min(0)
-    cc = cov * cov / (var_a * var_b + eps)
-    return 1 - cc.flatten(1).mean(1)
+    return LocalNCC(fixed, window, eps)(warped)
 
 
 def mse(fixed: Tensor, warped: Tensor) -> Tensor:

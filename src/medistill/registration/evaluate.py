@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -11,11 +10,11 @@ import torch
 
 from medistill.data import load_subject, read_pairs_csv
 from medistill.errors import InputError
-from medistill.io.atomic import write_metrics
 from medistill.metrics import dice as dice_per_label
-from medistill.metrics import folding_fraction, mean_tre, sdlogj, summarize, tre
+from medistill.metrics import folding_fraction, mean_tre, sdlogj, tre
 from medistill.metrics import hd95 as hd95_per_label
 from medistill.metrics import jaccard as jaccard_per_label
+from medistill.metrics.summary import nanmean, summarize_rows, write_metrics
 from medistill.registration.apply import register_images
 from medistill.registration.model import load_model
 from medistill.typing import PathLike
@@ -32,11 +31,6 @@ SUMMARY_KEYS = (
 )
 
 
-def _nanmean(values: dict) -> float:
-    finite = [v for v in values.values() if not math.isnan(v)]
-    return float(np.mean(finite)) if finite else float("nan")
-
-
 def pair_metrics(reg, fixed, moving, *, labels: list[int] | None = None) -> dict[str, float]:
     """Metrics of one registration (``reg`` from :func:`register_images`) on the fixed grid."""
     row: dict[str, float] = {
@@ -49,8 +43,8 @@ def pair_metrics(reg, fixed, moving, *, labels: list[int] | None = None) -> dict
         pred, target = reg.warped_labels.data, fixed.labels.data
         chosen = labels
         d = dice_per_label(pred, target, labels=chosen)
-        row["dice"] = _nanmean(d)
-        row["jaccard"] = _nanmean(jaccard_per_label(pred, target, labels=chosen))
+        row["dice"] = nanmean(d)
+        row["jaccard"] = nanmean(jaccard_per_label(pred, target, labels=chosen))
         h = hd95_per_label(pred, target, labels=chosen, spacing=fixed.image.spacing)
         finite = [v for v in h.values() if np.isfinite(v)]
         row["hd95"] = float(np.mean(finite)) if finite else float("nan")
@@ -123,20 +117,20 @@ def evaluate_pairs(
     meta = dict(meta or {})
     params = int(meta.pop("params", 0))
     summary: dict[str, Any] = {**meta, "pairs": len(rows)}
-    for key, col in (
-        ("dice_mean", "dice"),
-        ("jaccard_mean", "jaccard"),
-        ("hd95_mean", "hd95"),
-        ("tre_mean", "tre"),
-        ("folding_pct", "folding_pct"),
-        ("sdlogj", "sdlogj"),
-        ("seconds_per_pair", "seconds"),
-    ):
-        values = [r[col] for r in rows if col in r]
-        if values:
-            mean, sd = summarize(values)
-            summary[key] = mean
-            summary[key.replace("_mean", "") + "_sd" if key.endswith("_mean") else key + "_sd"] = sd
+    summary.update(
+        summarize_rows(
+            rows,
+            {
+                "dice_mean": "dice",
+                "jaccard_mean": "jaccard",
+                "hd95_mean": "hd95",
+                "tre_mean": "tre",
+                "folding_pct": "folding_pct",
+                "sdlogj": "sdlogj",
+                "seconds_per_pair": "seconds",
+            },
+        )
+    )
     summary["params"] = params
     write_metrics(out, rows, summary)
     return summary

@@ -158,12 +158,21 @@ def load_label_maps(
     images look skull-stripped like the usual registration inputs. Each map is then
     resampled (nearest) onto its own isotropic RAS grid of ``shape`` around its non-zero voxels,
     so all maps share the grid size and orientation.
+
+    Held out means held out: a folder of at least
+    :data:`~medistill.data.heldout.MIN_LABEL_MAPS` NIfTI maps is split by
+    :func:`~medistill.data.split_label_maps` and only its training part is used (for
+    ``../shared/data/labelmaps``: ``training_seg_01..15``).
     """
-    from medistill.data import sources_from_folder, strip_extracerebral
+    from medistill.data import sources_from_folder, split_label_maps, strip_extracerebral
+    from medistill.data.heldout import MIN_LABEL_MAPS, label_map_files
     from medistill.io import WorkingGrid, load
 
     folder = Path(folder)
-    files = [s.image for s in sources_from_folder(folder)]
+    if folder.is_dir() and len(label_map_files(folder)) >= MIN_LABEL_MAPS:
+        files = split_label_maps(folder)[0]
+    else:
+        files = [s.image for s in sources_from_folder(folder)]
     maps = []
     for path in files:
         labels = load(path, is_label=True)

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One GPU session: the optimiser on the GPU vs the CPU (held-out pairs), then a student distilled
+# from the optimisation teacher (teacher-flow cache built on the GPU, batched) on SynthMorph-style
+# pairs synthesised from the TRAINING label maps only. Writes everything under $OUT.
+# Needs: runs/heldout_pairs/t1 (benchmarks/optimise_heldout.py makes it), runs/train_labelmaps
+# (a copy of the 15 training maps of medistill.data.split_label_maps), and on a machine without
+# nibabel / lightning-fabric their wheels in .whl/.
+set -euo pipefail
+export PYTHONUNBUFFERED=1
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD/src
+else
+  export PYTHONPATH=$PWD/src
+fi
+OUT=${OUT:-runs/gpu}
+STEPS=${STEPS:-3000}
+PAIRS=${PAIRS:-1200}
+mkdir -p "$OUT"
+nvidia-smi -L || true
+timeout "${CHECK_S:-150}" python3 benchmarks/optimise_device.py \
+  --pairs runs/heldout_pairs/t1/pairs.csv --out "$OUT/optimise_device.json" --cpu-pairs 2 \
+  2>&1 | tee "$OUT/optimise_device.log" || true
+python3 -m medistill.cli.main train student --config cpu-64 --out "$OUT/student" \
+  --set data.source=labelmaps --set data.path=runs/train_labelmaps \
+  --set data.pairs="$PAIRS" --set data.augment_disp=6.0 \
+  --set model.cascades=2 --set model.student_variant=ldr \
+  --set distill.mode=l1 --set distill.teacher=optimise --set distill.teacher_config=brain \
+  --set 'distill.teacher_set=["deformable.levels=[2,1]","deformable.iterations=[80,40]"]' \
+  --set distill.teacher_batch=50 --set distill.cache=/tmp/flow_cache \
+  --set loop.steps="$STEPS" --set loop.batch_size=8 --set loop.lr=3.0e-4 \
+  --set 'loop.lr_decay_steps=[2000,2600]' --set loop.checkpoint_every=250 --set loop.log_every=50 \
+  --set loop.progress=false --set loop.deterministic=false 2>&1 | tee "$OUT/train.log"
