@@ -4,7 +4,8 @@
 # pairs synthesised from the TRAINING label maps only. Writes everything under $OUT.
 # Needs: runs/heldout_pairs/t1 (benchmarks/optimise_heldout.py makes it), runs/train_labelmaps
 # (a copy of the 15 training maps of medistill.data.split_label_maps), and on a machine without
-# nibabel / lightning-fabric their wheels in .whl/.
+# nibabel / lightning-fabric their wheels in .whl/. Settings: STEPS, PAIRS, CHECK_S (0 skips
+# the device check), AFFINE (data.augment_affine of the training pairs).
 set -euo pipefail
 export PYTHONUNBUFFERED=1
 if [ -d .whl ]; then
@@ -19,12 +20,15 @@ STEPS=${STEPS:-3000}
 PAIRS=${PAIRS:-1200}
 mkdir -p "$OUT"
 nvidia-smi -L || true
-timeout "${CHECK_S:-150}" python3 benchmarks/optimise_device.py \
-  --pairs runs/heldout_pairs/t1/pairs.csv --out "$OUT/optimise_device.json" --cpu-pairs 2 \
-  2>&1 | tee "$OUT/optimise_device.log" || true
+if [ "${CHECK_S:-150}" -gt 0 ]; then
+  timeout "${CHECK_S:-150}" python3 benchmarks/optimise_device.py \
+    --pairs runs/heldout_pairs/t1/pairs.csv --out "$OUT/optimise_device.json" --cpu-pairs 2 \
+    2>&1 | tee "$OUT/optimise_device.log" || true
+fi
 python3 -m medistill.cli.main train student --config cpu-64 --out "$OUT/student" \
   --set data.source=labelmaps --set data.path=runs/train_labelmaps \
   --set data.pairs="$PAIRS" --set data.augment_disp=6.0 \
+  --set "data.augment_affine=${AFFINE:-[0,0,0]}" \
   --set model.cascades=2 --set model.student_variant=ldr \
   --set distill.mode=l1 --set distill.teacher=optimise --set distill.teacher_config=brain \
   --set 'distill.teacher_set=["deformable.levels=[2,1]","deformable.iterations=[80,40]"]' \

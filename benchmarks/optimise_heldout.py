@@ -199,6 +199,28 @@ def optimiser_runner(subjects: list, overrides: list[str]) -> Runner:
     return run
 
 
+def network_runner(subjects: list, checkpoint: Path, refine: int) -> Runner:
+    """A registration checkpoint on native grids (``medistill register``'s pipeline), optionally
+    refined by ``refine`` optimiser iterations (``brain`` preset's deformable settings)."""
+    from medistill.optimise import refined_field
+    from medistill.registration.model import load_model
+    from medistill.spatial.native import register_images
+
+    net, _, cfg = load_model(checkpoint)
+    shape = tuple(cfg.data.shape)
+    field = refined_field(net, None, refine) if refine else net
+
+    def run(f: int, m: int) -> tuple[np.ndarray, np.ndarray, float]:
+        fixed, moving = subjects[f], subjects[m]
+        reg = register_images(
+            field, fixed.image, moving.image, shape=shape, moving_labels=moving.labels
+        )
+        run.network_seconds = reg.seconds_network  # type: ignore[attr-defined]
+        return reg.warped_labels.data, np.asarray(reg.jacobian), float(reg.seconds_total)
+
+    return run
+
+
 # ----------------------------------------------------------------------------- table
 def fmt(mean: float, sd: float, digits: int) -> str:
     return f"{mean:.{digits}f} +- {sd:.{digits}f}"
@@ -235,6 +257,16 @@ def main() -> int:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="optimiser config override"
     )
     parser.add_argument("--name", default="optimiser", help="table name of the optimiser row")
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME=CKPT",
+        help="a registration checkpoint row (repeat); with --refine also refined rows",
+    )
+    parser.add_argument(
+        "--refine", default="", help="comma-separated optimiser iteration counts for --model rows"
+    )
     args = parser.parse_args()
 
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(args.threads)
@@ -267,6 +299,14 @@ def main() -> int:
         args.name: lambda: optimiser_runner(subjects, args.set),
     }
     keys = dict(zip(builders, ROWS, strict=True))
+    refines = [0] + [int(n) for n in args.refine.split(",") if n.strip()]
+    for item in args.model:
+        name, _, ckpt = item.partition("=")
+        for n in refines:
+            row = name if n == 0 else f"{name} +{n} refine"
+            builders[row] = lambda c=Path(ckpt), n=n: network_runner(subjects, c, n)
+            keys[row] = row
+            wanted.add(_key(row))
     command = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
     rows: list[dict] = []
     summary: dict[str, dict] = {}
@@ -289,6 +329,8 @@ def main() -> int:
                 warped, fixed.labels.data, moving.labels.data, jac, fixed.image.spacing
             )
             metrics["seconds"] = seconds
+            if hasattr(runner, "network_seconds"):
+                metrics["seconds_network"] = runner.network_seconds
             pair = {"fixed": _stem(fixed.name), "moving": _stem(moving.name)}
             rows.append({"row": name, **pair, **metrics})
             for k in TABLE_KEYS:

@@ -19,3 +19,30 @@ def test_label_map_training_uses_only_the_training_split(tmp_path):
     maps = load_label_maps(tmp_path, (8, 8, 8))
     seen = sorted({int(v) for m in maps for v in np.unique(m.numpy()) if v})
     assert seen == [2, 3, 4]  # maps 0..2 only; the last five are held out
+
+
+def test_affine_augmentation_moves_only_the_moving_image():
+    import torch
+
+    from medistill.registration.config import DataConfig
+    from medistill.registration.pairs import build_pair_source
+
+    base = DataConfig(source="embedded", shape=(24, 24, 24), subjects=3, augment_disp=0.0)
+    plain = build_pair_source(base).pair(0)
+    moved_src = build_pair_source(
+        DataConfig(**{**base.__dict__, "augment_affine": (10.0, 3.0, 0.05)})
+    )
+    moved = moved_src.pair(0)
+    assert torch.equal(plain["fixed"], moved["fixed"])
+    assert not torch.allclose(plain["moving"], moved["moving"])
+    values = set(torch.unique(moved["moving_labels"]).tolist())
+    assert values <= set(torch.unique(plain["moving_labels"]).tolist())
+    assert moved_src.describe() != build_pair_source(base).describe()
+    # the same index is the same pair every time (the flow cache names pairs by index)
+    assert torch.equal(moved_src.pair(0)["moving"], moved["moving"])
+    import pytest
+
+    from medistill.errors import InputError
+
+    with pytest.raises(InputError, match="augment_affine"):
+        build_pair_source(DataConfig(**{**base.__dict__, "augment_affine": (-1.0, 0.0, 0.0)}))

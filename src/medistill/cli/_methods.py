@@ -53,8 +53,6 @@ def network_registrar(
 ):
     """``(registrar, ndim, description)`` for a checkpoint, optionally refined by the optimiser
     (``refine`` iterations at the network's working resolution, from the network's field)."""
-    import torch
-
     from medistill.registration.model import load_model
     from medistill.spatial.native import register_images
 
@@ -62,23 +60,9 @@ def network_registrar(
     shape = tuple(cfg.data.shape)
     field = net
     if refine:
-        from medistill.optimise import optimise
+        from medistill.optimise import refined_field
 
-        ocfg = optimise_config(config, set_)
-        ocfg.deformable.levels = (1,)
-        ocfg.deformable.iterations = (int(refine),)
-        if ocfg.deformable.kind == "none":
-            raise InputError("--refine needs a deformable stage (deformable.kind dense or svf)")
-        ocfg.deformable.kind = "dense"
-
-        def field(fixed, moving):  # noqa: F811 - a refined field function
-            with torch.inference_mode():
-                disp = net(fixed, moving).disp.float()
-            nd = disp.shape[1]
-            eye = torch.cat([torch.eye(nd), torch.zeros(nd, 1)], 1)[None]
-            return optimise(
-                fixed, moving, ocfg, init_matrix=eye, init_field=disp.clone(), progress=progress
-            ).disp
+        field = refined_field(net, optimise_config(config, set_), refine)
 
     def registrar(
         fixed: Image, moving: Image, *, moving_labels=None, fixed_labels=None, initial: str = "com"

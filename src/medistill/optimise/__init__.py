@@ -10,7 +10,7 @@ over pairs, deterministic. Optional privileged soft Dice on label maps for train
 - :class:`OptimiseConfig`: every setting; presets in ``medistill/configs/optimise``.
 """
 
-from medistill.optimise.apply import optimiser_grid, register_optimise, world_affine
+from medistill.optimise.apply import optimiser_grid, refined_field, register_optimise, world_affine
 from medistill.optimise.config import OptimiseConfig, presets, validate
 from medistill.optimise.core import OptimiseResult, optimise
 
@@ -19,6 +19,7 @@ __all__ = [
     "OptimiseResult",
     "optimise",
     "optimiser_grid",
+    "refined_field",
     "presets",
     "register_optimise",
     "validate",

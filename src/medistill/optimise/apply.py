@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -13,7 +15,13 @@ from medistill.optimise.config import OptimiseConfig, validate
 from medistill.optimise.core import optimise
 from medistill.spatial.native import Registration, finish_registration, prepare_pair
 
-__all__ = ["optimiser_grid", "register_optimise", "resolve_device", "world_affine"]
+__all__ = [
+    "optimiser_grid",
+    "refined_field",
+    "register_optimise",
+    "resolve_device",
+    "world_affine",
+]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -119,3 +127,36 @@ def register_optimise(
     reg.extra["working_shape"] = list(grid.shape)
     reg.extra["working_spacing_mm"] = grid.spacing
     return reg
+
+
+def refined_field(
+    network: torch.nn.Module, cfg: OptimiseConfig | None, iterations: int
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A field function: ``network(fixed, moving).disp``, then ``iterations`` optimiser steps on
+    the network's working grid starting from it (test-time refinement; the affine stage is
+    skipped, the deformable stage runs at full working resolution with ``cfg``'s similarity,
+    regulariser and learning rate). ``iterations == 0`` returns the network's field exactly.
+    """
+    base = validate(cfg or OptimiseConfig())
+    if int(iterations) < 0:
+        raise InputError(f"refinement iterations must be >= 0, got {iterations}")
+    if base.deformable.kind == "none" and iterations:
+        raise InputError("refinement needs a deformable stage (deformable.kind dense or svf)")
+    ocfg = dataclasses.replace(
+        base,
+        deformable=dataclasses.replace(
+            base.deformable, kind="dense", levels=(1,), iterations=(int(iterations),)
+        ),
+    )
+
+    def field(fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            disp = network(fixed, moving).disp.float()
+        if not iterations:
+            return disp
+        nd = disp.shape[1]
+        eye = torch.cat([torch.eye(nd), torch.zeros(nd, 1)], 1)[None].expand(disp.shape[0], -1, -1)
+        init = disp.clone()
+        return optimise(fixed, moving, ocfg, init_matrix=eye, init_field=init).disp
+
+    return field

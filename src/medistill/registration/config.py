@@ -57,6 +57,10 @@ class DataConfig:
         pairs: size of the fixed training-pair set that the teacher-flow cache covers.
         augment_disp: bound (voxels) of the random B-spline deformation applied to the moving
             image of each training pair (0 disables), 5 control points per axis as in RCN.
+        augment_affine: random affine of the moving image of each training pair, about the grid
+            centre: ``[rotation bound in degrees (random axis), shift bound in voxels, scale bound
+            (fraction per axis)]``; zeros disable it. Scans that are not aligned in world space
+            need a student whose affine stem has seen such offsets.
         seed: seed of the data.
     """
 
@@ -66,6 +70,7 @@ class DataConfig:
     subjects: int = 16
     pairs: int = 200
     augment_disp: float = 4.0
+    augment_affine: tuple[float, ...] = (0.0, 0.0, 0.0)
     seed: int = 0
 
 

@@ -43,14 +43,55 @@ class PairSource:
     def sample(self, generator: torch.Generator) -> dict[str, Tensor]:
         raise NotImplementedError
 
+    #: random affine of the moving image: rotation bound (degrees), shift bound (voxels), scale
+    #: bound (fraction); all 0 by default (set from ``data.augment_affine``)
+    augment_affine: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
     def pair(self, index: int) -> dict[str, Tensor]:
         """Fixed training pair ``index`` (the same every time it is asked for)."""
-        return self.sample(pair_generator(self.seed, index))
+        generator = pair_generator(self.seed, index)
+        item = self.sample(generator)
+        if any(self.augment_affine):
+            item = self._affine(item, generator)
+        return item
+
+    def _affine(self, item: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
+        """Move the moving image (and labels) by a random affine about the grid centre."""
+        from medistill.spatial import affine_to_disp, warp
+
+        rot_deg, shift, scale = self.augment_affine
+        nd = self.ndim
+
+        def uniform(*size: int) -> Tensor:
+            return torch.rand(*size, generator=generator, dtype=torch.float64) * 2 - 1
+
+        angle = float(uniform(1)) * np.radians(rot_deg)
+        if nd == 3:
+            axis = torch.randn(3, generator=generator, dtype=torch.float64)
+            axis = axis / axis.norm().clamp_min(1e-12)
+            k = torch.zeros(3, 3, dtype=torch.float64)
+            k[0, 1], k[0, 2], k[1, 2] = -axis[2], axis[1], -axis[0]
+            k = k - k.T
+            rot = torch.linalg.matrix_exp(angle * k)
+        else:
+            c, s_ = np.cos(angle), np.sin(angle)
+            rot = torch.tensor([[c, -s_], [s_, c]], dtype=torch.float64)
+        lin = rot @ torch.diag(1 + scale * uniform(nd))
+        matrix = torch.cat([lin, (shift * uniform(nd))[:, None]], 1).float()[None]
+        disp = affine_to_disp(matrix, self.shape)
+        out = dict(item)
+        out["moving"] = warp(item["moving"][None], disp)[0]
+        if "moving_labels" in item:
+            out["moving_labels"] = warp(item["moving_labels"][None], disp, mode="nearest")[0]
+        return out
 
     def describe(self) -> str:
         """A text that changes whenever the pairs would change (for the flow-cache key)."""
         # "stream": pairs come from seeding.stream (a cache made with the older formula rebuilds)
-        return f"{type(self).__name__}:{self.seed}:{self.augment_disp}:{self.shape}:stream"
+        text = f"{type(self).__name__}:{self.seed}:{self.augment_disp}:{self.shape}:stream"
+        if any(self.augment_affine):
+            text += ":affine" + ",".join(f"{v:g}" for v in self.augment_affine)
+        return text
 
     def _augment(self, item: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
         """Deform the moving image (and labels) by a random cubic B-spline (5 control points)."""
@@ -187,6 +228,18 @@ def load_label_maps(
 
 def build_pair_source(cfg: DataConfig, *, split: str = "train") -> PairSource:
     """The pair source a config asks for (see :class:`~.config.DataConfig`)."""
+    source = _build_pair_source(cfg, split)
+    bounds = tuple(float(v) for v in cfg.augment_affine)
+    if len(bounds) != 3 or min(bounds) < 0:
+        raise InputError(
+            "data.augment_affine must be [rotation degrees, shift voxels, scale fraction], each "
+            f">= 0, got {list(cfg.augment_affine)}"
+        )
+    source.augment_affine = bounds  # type: ignore[assignment]
+    return source
+
+
+def _build_pair_source(cfg: DataConfig, split: str) -> PairSource:
     shape = tuple(cfg.shape)
     if cfg.source == "embedded":
         from medistill.data.embedded import embedded_subjects
