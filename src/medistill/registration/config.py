@@ -91,8 +91,9 @@ class DistillConfig:
         mode: ``"none"`` (similarity + smoothness only), ``"l1"`` (plus L1 to the teacher's field)
             or ``"aldk"`` (adversarial: Wasserstein critic with gradient penalty on fields).
         teacher: the teacher of ``l1`` and ``aldk``: a trained network's checkpoint (e.g. the
-            RCN, for GPU users), or ``optimise``: per-pair optimisation registration
-            (:mod:`medistill.optimise`, no training, strong on a CPU).
+            RCN, for GPU users), ``optimise``: per-pair optimisation registration
+            (:mod:`medistill.optimise`, no training, strong on a CPU), or ``ants``: antspyx SyN
+            (optional extra ``medistill[ants]``; slow, a reference teacher).
         teacher_config: the optimiser's preset name or YAML file (``teacher: optimise``).
         teacher_set: overrides of the optimiser's settings, e.g. ``["deformable.kind=svf"]``.
         teacher_batch: pairs the teacher registers at once while the cache is built.

@@ -154,13 +154,13 @@ def _check(cfg: RegistrationConfig, role: str) -> None:
 
 def teacher_flow_cache(cfg: RegistrationConfig, source: PairSource, out: Path) -> FlowCache:
     """Build or reuse the teacher-flow cache of ``cfg.distill.teacher`` over the fixed pair set:
-    a trained network's checkpoint, or ``optimise`` (the per-pair optimiser with
+    a trained network's checkpoint, ``optimise`` (the per-pair optimiser with
     ``distill.teacher_config`` / ``teacher_set``, given the pairs' labels for its privileged
-    terms)."""
+    terms) or ``ants`` (antspyx SyN, optional extra ``medistill[ants]``)."""
     d = cfg.distill
     if not d.teacher:
         raise InputError(
-            f"distill.mode {d.mode!r} needs distill.teacher (a checkpoint, or 'optimise')"
+            f"distill.mode {d.mode!r} needs distill.teacher (a checkpoint, 'optimise' or 'ants')"
         )
     folder = Path(d.cache) if d.cache else out / "flow_cache"
     if d.teacher_batch < 1:
@@ -203,6 +203,18 @@ def teacher_flow_cache(cfg: RegistrationConfig, source: PairSource, out: Path) -
             teacher_key="optimise " + json.dumps(settings, sort_keys=True),
             run_teacher=run,
             teacher_labels=ocfg.privileged.dice_weight > 0,
+            **common,
+        )
+    if d.teacher == "ants":
+        from medistill.registration.ants_teacher import ants_fields, require_ants
+
+        ants = require_ants()
+        if len(cfg.data.shape) != 3:
+            raise InputError("distill.teacher 'ants' registers 3-D pairs only")
+        return build_flow_cache(
+            folder,
+            teacher_key=f"ants SyN antspyx {getattr(ants, '__version__', '?')}",
+            run_teacher=lambda f, m: ants_fields(f, m, transform="SyN"),
             **common,
         )
     teacher, _, tcfg = load_model(d.teacher)
