@@ -41,7 +41,11 @@ def demo(
 
     summary = run_demo(out, config=config, overrides=list(set_ or []))
     for row in summary["rows"]:
+        fold = row.get("folding_pct")
+        seconds = row.get("seconds_per_pair")
         typer.echo(
-            f"{row['model']:18s} Dice {row['dice_mean']:.3f}  folding {row['folding_pct']:.3f} %"
+            f"{row['model']:18s} Dice {row['dice_mean']:.3f}"
+            + (f"  folding {fold:.3f} %" if fold is not None else "")
+            + (f"  {seconds:.2f} s/pair" if seconds else "")
         )
     typer.echo(f"report: {out / 'report.html'} (total {summary['timings_s']['total']:.0f} s)")
