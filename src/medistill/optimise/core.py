@@ -177,6 +177,21 @@ def _tick(bar, loss: Tensor) -> None:
         bar.set_postfix(loss=f"{float(loss.mean()):.4f}", refresh=False)
 
 
+def _step(
+    opt: torch.optim.Optimizer,
+    loss: Tensor,
+    labels: tuple[Tensor, Tensor] | None,
+    coords: Tensor,
+    dice_weight: float,
+) -> None:
+    """One Adam step on the summed per-pair losses, plus the privileged Dice term if any."""
+    if labels is not None:
+        loss = loss + dice_weight * soft_dice(labels[0], resample(labels[1], coords))
+    opt.zero_grad(set_to_none=True)
+    loss.sum().backward()
+    opt.step()
+
+
 def _affine_stage(
     cfg: AffineConfig,
     fixed: Tensor,
@@ -207,11 +222,7 @@ def _affine_stage(
             warped = resample(m_l, coords)
             loss = image_loss(cfg.similarity, f_l, warped, bins=cfg.mi_bins)
             last = loss.detach()
-            if lab is not None:
-                loss = loss + dice_weight * soft_dice(lab[0], resample(lab[1], coords))
-            opt.zero_grad(set_to_none=True)
-            loss.sum().backward()
-            opt.step()
+            _step(opt, loss, lab, coords, dice_weight)
             _tick(bar, last)
     return params.matrix().detach(), last
 
@@ -268,11 +279,7 @@ def _deformable_stage(
             loss = sim + cfg.weight * _regulariser(
                 p if cfg.kind == "svf" else u, ratio, cfg.regulariser
             )
-            if lab is not None:
-                loss = loss + dice_weight * soft_dice(lab[0], resample(lab[1], coords))
-            opt.zero_grad(set_to_none=True)
-            loss.sum().backward()
-            opt.step()
+            _step(opt, loss, lab, coords, dice_weight)
             _tick(bar, last)
         param = p.detach()
     assert param is not None
