@@ -117,3 +117,44 @@ def test_optimiser_teacher_distils_a_student_through_the_cli(tmp_path):
     ref = optimise(item["fixed"][None], item["moving"][None], cfg).disp[0]
     # float16 images and fields in the cache: equal up to rounding
     assert (ref - item["teacher_disp"]).abs().mean() < 0.01
+
+
+def test_ranks_share_the_teacher_work_and_build_the_same_cache(tmp_path):
+    """Two 'ranks' (threads here) of one run fill disjoint batches of one cache; the result is
+    the cache one process builds alone."""
+    import threading
+
+    seen = {0: [], 1: []}
+
+    def teacher_for(r):
+        def teacher(fixed, moving):
+            seen[r].append(fixed.shape[0])
+            return torch.cat([fixed - moving, fixed, moving], dim=1) * 3.0
+
+        return teacher
+
+    common = dict(pair=_pair, pairs=5, shape=(8, 8, 8), source_key="toy", has_labels=True,
+                  batch_size=2, teacher_key="toy teacher")  # fmt: skip
+    single = build_flow_cache(tmp_path / "single", run_teacher=teacher_for(0), **common)
+    seen[0].clear()
+    errors = []
+
+    def run(r):
+        try:
+            build_flow_cache(tmp_path / "shared", run_teacher=teacher_for(r), rank=r, world=2,
+                             run_id="run-1", wait_s=60, **common)  # fmt: skip
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert seen[0] == [2, 1] and seen[1] == [2]  # batches 0, 2 on rank 0; batch 1 on rank 1
+    shared = build_flow_cache(tmp_path / "shared", run_teacher=teacher_for(0), **common)
+    for i in range(5):
+        assert torch.equal(shared.get(i)["teacher_disp"], single.get(i)["teacher_disp"])
+        assert torch.equal(shared.get(i)["fixed_labels"], single.get(i)["fixed_labels"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared", "single"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from medistill.errors import InputError
 from medistill.typing import PathLike
 
 INDEX = "index.json"
+log = logging.getLogger(__name__)
 
 
 def file_sha256(path: PathLike) -> str:
@@ -77,6 +79,49 @@ class FlowCache:
         return item
 
 
+def _fill(
+    arrays: dict[str, np.memmap],
+    run_teacher: Callable[..., Tensor],
+    pair: Callable[[int], dict[str, Tensor]],
+    pairs: int,
+    batch_size: int,
+    rank: int,
+    shards: int,
+    teacher_labels: bool,
+    progress: bool,
+) -> None:
+    """Run the teacher over this rank's share of the pairs (batches ``rank::shards``)."""
+    starts = list(range(0, pairs, batch_size))[rank::shards]
+    if shards > 1:
+        log.info("teacher-flow cache: rank %d of %d runs %d batches", rank, shards, len(starts))
+    iterator = starts
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(starts, desc="teacher flows", unit="batch")
+    images, flows, labels = arrays["images"], arrays["flows"], arrays.get("labels")
+    for start in iterator:
+        idx = list(range(start, min(pairs, start + batch_size)))
+        items = [pair(i) for i in idx]
+        fixed = torch.stack([it["fixed"] for it in items])
+        moving = torch.stack([it["moving"] for it in items])
+        extra = {}
+        if teacher_labels:
+            extra = {
+                "fixed_labels": torch.stack([it["fixed_labels"] for it in items]),
+                "moving_labels": torch.stack([it["moving_labels"] for it in items]),
+            }
+        with torch.no_grad():  # an optimiser teacher turns gradients on for itself
+            disp = run_teacher(fixed, moving, **extra).float().cpu()
+        rows = slice(idx[0], idx[-1] + 1)
+        images[rows, 0] = fixed[:, 0].numpy().astype(np.float16)
+        images[rows, 1] = moving[:, 0].numpy().astype(np.float16)
+        flows[rows] = disp.numpy().astype(np.float16)
+        if labels is not None:
+            labels[rows, 0] = torch.stack([it["fixed_labels"][0] for it in items]).numpy()
+            labels[rows, 1] = torch.stack([it["moving_labels"][0] for it in items]).numpy()
+
+
 def build_flow_cache(
     folder: PathLike,
     *,
@@ -93,6 +138,9 @@ def build_flow_cache(
     build: bool = True,
     wait_s: float = 3600.0,
     teacher_labels: bool = False,
+    rank: int = 0,
+    world: int = 1,
+    run_id: str = "",
 ) -> FlowCache:
     """Build (or reuse) the cache for ``pairs`` pairs.
 
@@ -110,6 +158,10 @@ def build_flow_cache(
         teacher_labels: hand the pairs' label maps to the teacher (privileged terms).
         build: False in the other processes of a distributed run: wait (up to ``wait_s``) for
             the main process to build the cache instead of building it too.
+        rank, world, run_id: with ``world > 1`` and a ``run_id`` shared by the processes of one
+            run (``torchrun`` sets ``TORCHELASTIC_RUN_ID``), every process runs the teacher on
+            its share of the pairs (batches ``rank::world``) into one set of memory maps that
+            rank 0 creates and finally publishes; without a ``run_id`` rank 0 builds alone.
 
     Returns:
         The :class:`FlowCache`, rebuilt when its key differs from the current teacher and source.
@@ -126,7 +178,8 @@ def build_flow_cache(
         "shape": list(shape),
     }
     deadline = time.monotonic() + wait_s
-    while True:
+
+    def reuse() -> FlowCache | None:
         if (folder / INDEX).exists():
             try:
                 cache = FlowCache(folder)
@@ -134,53 +187,69 @@ def build_flow_cache(
                     return cache
             except (InputError, KeyError, ValueError):
                 pass
-        if build:
-            break
-        if time.monotonic() > deadline:
-            raise InputError(f"{folder}: timed out waiting for the main process to build the cache")
-        time.sleep(2.0)
-    ndim = len(shape)
-    tmp = folder.with_name(folder.name + f".building-{int(time.time() * 1000)}")
-    tmp.mkdir(parents=True)
-    try:
-        images = np.memmap(tmp / "images.f16", np.float16, "w+", shape=(pairs, 2, *shape))
-        flows = np.memmap(tmp / "flows.f16", np.float16, "w+", shape=(pairs, ndim, *shape))
-        labels = (
-            np.memmap(tmp / "labels.i16", np.int16, "w+", shape=(pairs, 2, *shape))
-            if has_labels
-            else None
-        )
-        iterator = range(0, pairs, batch_size)
-        if progress:
-            from tqdm import tqdm
+        return None
 
-            iterator = tqdm(iterator, desc="teacher flows", unit="batch")
-        for start in iterator:
-            idx = list(range(start, min(pairs, start + batch_size)))
-            items = [pair(i) for i in idx]
-            fixed = torch.stack([it["fixed"] for it in items])
-            moving = torch.stack([it["moving"] for it in items])
-            extra = {}
-            if teacher_labels and has_labels:
-                extra = {
-                    "fixed_labels": torch.stack([it["fixed_labels"] for it in items]),
-                    "moving_labels": torch.stack([it["moving_labels"] for it in items]),
-                }
-            with torch.no_grad():  # an optimiser teacher turns gradients on for itself
-                disp = run_teacher(fixed, moving, **extra).float().cpu()
-            images[idx[0] : idx[-1] + 1, 0] = fixed[:, 0].numpy().astype(np.float16)
-            images[idx[0] : idx[-1] + 1, 1] = moving[:, 0].numpy().astype(np.float16)
-            flows[idx[0] : idx[-1] + 1] = disp.numpy().astype(np.float16)
-            if labels is not None:
-                labels[idx[0] : idx[-1] + 1, 0] = torch.stack(
-                    [it["fixed_labels"][0] for it in items]
-                ).numpy()
-                labels[idx[0] : idx[-1] + 1, 1] = torch.stack(
-                    [it["moving_labels"][0] for it in items]
-                ).numpy()
-        for arr in (images, flows, labels):
-            if arr is not None:
-                arr.flush()
+    def wait_for(path: Path, what: str) -> None:
+        while not path.exists():
+            if time.monotonic() > deadline:
+                raise InputError(f"{folder}: timed out waiting for {what}")
+            time.sleep(1.0)
+
+    cache = reuse()
+    if cache is not None:
+        return cache
+    shards = world if world > 1 and run_id else 1
+    if shards == 1 and not build:  # the main process builds it alone
+        while (cache := reuse()) is None:
+            if time.monotonic() > deadline:
+                raise InputError(
+                    f"{folder}: timed out waiting for the main process to build the cache"
+                )
+            time.sleep(2.0)
+        return cache
+    ndim = len(shape)
+    name = f".building-{run_id}" if shards > 1 else f".building-{int(time.time() * 1000)}"
+    tmp = folder.with_name(folder.name + name)
+    main = rank == 0 or shards == 1
+    files = {
+        "images": (tmp / "images.f16", np.float16, (pairs, 2, *shape)),
+        "flows": (tmp / "flows.f16", np.float16, (pairs, ndim, *shape)),
+    }
+    if has_labels:
+        files["labels"] = (tmp / "labels.i16", np.int16, (pairs, 2, *shape))
+    try:
+        if main:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+            arrays = {k: np.memmap(p, t, "w+", shape=sh) for k, (p, t, sh) in files.items()}
+            (tmp / "ready").write_text("ok")
+        else:
+            wait_for(tmp / "ready", "rank 0 to start the cache")
+            arrays = {k: np.memmap(p, t, "r+", shape=sh) for k, (p, t, sh) in files.items()}
+        _fill(
+            arrays,
+            run_teacher,
+            pair,
+            pairs,
+            batch_size,
+            rank if shards > 1 else 0,
+            shards,
+            has_labels and teacher_labels,
+            progress and main,
+        )
+        for arr in arrays.values():
+            arr.flush()
+        del arrays
+        (tmp / f"done-{rank if shards > 1 else 0}").write_text("ok")
+        if not main:  # rank 0 finishes the cache; wait for it like a non-building rank
+            while (cache := reuse()) is None:
+                if time.monotonic() > deadline:
+                    raise InputError(f"{folder}: timed out waiting for rank 0 to finish the cache")
+                time.sleep(1.0)
+            return cache
+        for r in range(shards):
+            wait_for(tmp / f"done-{r}", f"rank {r} to fill its share of the cache")
         index = {
             "key": key,
             "pairs": int(pairs),
@@ -194,6 +263,6 @@ def build_flow_cache(
             shutil.rmtree(folder)
         tmp.rename(folder)
     finally:
-        if tmp.exists():
+        if main and tmp.exists():
             shutil.rmtree(tmp)
     return FlowCache(folder)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from medistill.registration.model import (
     size_multiple,
 )
 from medistill.registration.pairs import PairSource, build_pair_source
-from medistill.train import StepContext, Trainer, is_main_process
+from medistill.train import StepContext, Trainer, is_main_process, rank, world_size
 from medistill.typing import PathLike
 
 log = logging.getLogger(__name__)
@@ -174,6 +175,9 @@ def teacher_flow_cache(cfg: RegistrationConfig, source: PairSource, out: Path) -
         "progress": cfg.loop.progress,
         "build": is_main_process(),
         "batch_size": d.teacher_batch,
+        "rank": rank(),
+        "world": world_size(),
+        "run_id": os.environ.get("TORCHELASTIC_RUN_ID", ""),
     }
     if d.teacher == "optimise":
         from medistill.optimise import OptimiseConfig, optimise, presets, validate
