@@ -132,3 +132,51 @@ def test_labels_on_another_grid_are_refused(brains, tmp_path, capsys):
     assert code == 2
     assert "small.nii.gz" in err
     assert not out.exists()
+
+
+def test_evaluate_reports_tre_from_landmarks(brains, tmp_path, capsys):
+    """The moving image is the fixed one with a moved header, so a landmark has the same voxel
+    index in both: after registration the TRE is small, far below the world-space offset."""
+    points = "40 50 40\n60 70 50\n50 60 30\n"
+    (brains / "fixed_lm.txt").write_text(points)
+    (brains / "moving_lm.txt").write_text(points)
+    csv_path = tmp_path / "lm.csv"
+    csv_path.write_text(
+        "fixed,moving,fixed_labels,moving_labels,fixed_landmarks,moving_landmarks\n"
+        f"{brains}/fixed.nii.gz,{brains}/moving.nii.gz,{brains}/fixed_seg.nii.gz,"
+        f"{brains}/moving_seg.nii.gz,{brains}/fixed_lm.txt,{brains}/moving_lm.txt\n"
+    )
+    out = tmp_path / "eval"
+    code, _, err = cli(
+        capsys, "evaluate", "--method", "optimise", "--pairs", csv_path, "--out", out, *FAST
+    )
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tre_mean"] < 3.0  # mm; the header moved the brain by about 11 mm
+
+
+def test_bad_outputs_and_images_exit_2_before_any_work(brains, tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("keep me")
+    img = nib.load(brains / "fixed.nii.gz")
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    nan = data.copy()
+    nan[10, 10, 10] = np.nan
+    nib.save(nib.Nifti1Image(nan, img.affine), tmp_path / "nan.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros_like(data), img.affine), tmp_path / "zero.nii.gz")
+    cases = [
+        (["--out", a_file], "exists and is not a folder"),
+        (["--out", a_file / "below"], "is a file, not a folder"),
+        (["--out", ""], "--out is empty"),
+        (["--out", tmp_path / "o1", "--fixed", tmp_path / "nan.nii.gz"], "NaN or Inf"),
+        (["--out", tmp_path / "o2", "--moving", tmp_path / "zero.nii.gz"], "is constant"),
+    ]
+    for extra, message in cases:
+        args = ["register", "--method", "optimise", "--fixed", brains / "fixed.nii.gz",
+                "--moving", brains / "moving.nii.gz", *FAST]  # fmt: skip
+        # later options win: --fixed / --moving / --out of the case replace the defaults
+        code, _, err = cli(capsys, *args, *extra)
+        assert code == 2, (extra, err)
+        assert message in err and len(err.strip().splitlines()) == 1
+    assert a_file.read_text() == "keep me"
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()

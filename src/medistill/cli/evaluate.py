@@ -12,7 +12,7 @@ from medistill.errors import InputError
 
 
 def evaluate(
-    out: Annotated[Path, typer.Option(help="Output folder (metrics.csv, summary.json).")],
+    out: Annotated[str, typer.Option(help="Output folder (metrics.csv, summary.json).")],
     model: Annotated[Path | None, typer.Option(help="Checkpoint (.pt); it knows its task.")] = None,
     pairs: Annotated[
         Path | None,
@@ -60,7 +60,10 @@ def evaluate(
     """Evaluate a checkpoint: registration pairs (Dice, HD95, folding...), reconstruction
     images (PSNR, SSIM, NMSE) or label transfer (Dice per structure), by the task stored in
     the checkpoint."""
+    from medistill.io.validate import check_output_folder
     from medistill.train import load_checkpoint
+
+    out = check_output_folder(out)
 
     chosen = None
     if labels:

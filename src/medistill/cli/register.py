@@ -13,7 +13,7 @@ from medistill.errors import InputError
 def register(
     fixed: Annotated[Path, typer.Option(help="Fixed image.")],
     moving: Annotated[Path, typer.Option(help="Moving image.")],
-    out: Annotated[Path, typer.Option(help="Output folder.")],
+    out: Annotated[str, typer.Option(help="Output folder.")],
     model: Annotated[
         Path | None, typer.Option(help="Registration checkpoint (.pt) for --method network.")
     ] = None,
@@ -47,8 +47,10 @@ def register(
     """Register MOVING to FIXED; outputs on the fixed image's grid and affine."""
     from medistill.cli._methods import check_method, network_registrar, optimiser_registrar
     from medistill.io import check_same_grid, load
+    from medistill.io.validate import check_image_values, check_output_folder
 
     check_method(method, model, refine, config, set_)
+    out = check_output_folder(out)
     if initial not in ("com", "none"):
         raise InputError(f"--initial must be 'com' or 'none', got {initial!r}")
     if fixed_labels is not None and method != "optimise":
@@ -59,6 +61,8 @@ def register(
         registrar, ndim, _, _ = network_registrar(model, refine, config, set_, progress=progress)
     fixed_img = load(fixed, is_label=False, dims=ndim)
     moving_img = load(moving, is_label=False, dims=ndim)
+    check_image_values(fixed_img, "fixed image")
+    check_image_values(moving_img, "moving image")
     if fixed_img.ndim != moving_img.ndim:
         raise InputError(
             f"{moving}: moving image is {moving_img.ndim}-D, the fixed image {fixed_img.ndim}-D"

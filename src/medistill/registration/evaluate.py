@@ -10,8 +10,9 @@ import torch
 
 from medistill.data import load_subject, read_pairs_csv
 from medistill.errors import InputError
+from medistill.io.validate import check_image_values
 from medistill.metrics import dice as dice_per_label
-from medistill.metrics import folding_fraction, mean_tre, sdlogj, tre
+from medistill.metrics import folding_fraction, mean_tre, sdlogj
 from medistill.metrics import hd95 as hd95_per_label
 from medistill.metrics import jaccard as jaccard_per_label
 from medistill.metrics.summary import nanmean, summarize_rows, write_metrics
@@ -60,7 +61,8 @@ def pair_metrics(reg, fixed, moving, *, labels: list[int] | None = None) -> dict
         if ok.any():
             mapped = reg.moving_points(fixed.landmarks[ok])
             target = moving.image.index_to_world(moving.landmarks[ok])
-            row["tre"] = mean_tre(tre(mapped, target))
+            # both in world mm: the distances are in mm (no spacing needed)
+            row["tre"] = mean_tre(target, mapped)
     return row
 
 
@@ -99,6 +101,7 @@ def evaluate_pairs(
         for k in (fi, mi):
             if k not in subjects:
                 subjects[k] = load_subject(sources[k], dims=ndim)
+                check_image_values(subjects[k].image)
         fixed, moving = subjects[fi], subjects[mi]
         reg = registrar(
             fixed.image,
