@@ -5,7 +5,6 @@ label-transfer branches of ``train``, ``evaluate`` and ``demo`` (dispatched from
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -15,18 +14,10 @@ import typer
 def train_labeltransfer(
     config: str, out: Path, resume: bool = False, set_: list[str] | None = None
 ) -> None:
-    """Train LT-Net on one labelled atlas and unlabelled images (data / loss in the config)."""
-    from medistill.labeltransfer.config import LabelTransferConfig, presets
-    from medistill.labeltransfer.training import train as run
-    from medistill.train import load_config
+    """Train LT-Net (``medistill train labeltransfer`` through the task registry)."""
+    from medistill.cli.train import train
 
-    cfg = load_config(LabelTransferConfig, config, presets=presets(), overrides=list(set_ or []))
-    state = run(cfg, out, resume=resume)
-    if os.environ.get("RANK", "0") == "0":
-        typer.echo(
-            f"trained label transfer ({state.get('role')}) to step {state.get('step')}; "
-            f"checkpoint {out / 'model.pt'}"
-        )
+    train("labeltransfer", config, out, resume, set_)
 
 
 def segment(

@@ -6,7 +6,6 @@ Command functions only; ``medistill.cli.main`` registers them.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -18,19 +17,14 @@ from medistill.errors import InputError
 def train_recon(
     role: str, config: str, out: Path, resume: bool = False, set_: list[str] | None = None
 ) -> None:
-    """Train a reconstruction or super-resolution network; students distil per the config's
-    'distill' section (kind: none, at, imitation, kd; teacher: checkpoint)."""
-    from medistill.recon.config import ReconConfig, presets
+    """Train a reconstruction or super-resolution network (``medistill train`` through the task
+    registry); students distil per the config's 'distill' section."""
+    from medistill.cli.train import train
     from medistill.recon.model import ROLES
-    from medistill.recon.training import train as run
-    from medistill.train import load_config
 
     if role not in ROLES:
         raise InputError(f"train: unknown model {role!r}; expected one of {', '.join(ROLES)}")
-    cfg = load_config(ReconConfig, config, presets=presets(), overrides=list(set_ or []))
-    state = run(role, cfg, out, resume=resume)
-    if os.environ.get("RANK", "0") == "0":
-        typer.echo(f"trained {role} to step {state.get('step')}; checkpoint {out / 'model.pt'}")
+    train(role, config, out, resume, set_)
 
 
 def reconstruct(

@@ -7,8 +7,6 @@ from typing import Annotated
 
 import typer
 
-from medistill.errors import InputError
-
 ROLE_HELP = (
     "Registration: teacher (RCN), student (LDR), voxelmorph. Reconstruction: recon-teacher, "
     "recon-student, sr-teacher, sr-student. Label transfer: labeltransfer (LT-Net)."
@@ -33,26 +31,14 @@ def train(
 ) -> None:
     """Train a network: registration (distillation in the config's 'distill' section),
     reconstruction / super-resolution, or LT-Net label transfer."""
-    from medistill.recon.model import ROLES as RECON_ROLES
-    from medistill.registration.config import RegistrationConfig, presets
-    from medistill.registration.model import ROLES
-    from medistill.registration.training import train as run
-    from medistill.train import is_main_process, load_config
+    from medistill.tasks import load_task_config, run_task, task_of_role
+    from medistill.train import is_main_process
 
-    if role in RECON_ROLES:
-        from medistill.cli.recon import train_recon
-
-        train_recon(role, config, out, resume, set_)
-        return
-    if role == "labeltransfer":
-        from medistill.cli.labeltransfer import train_labeltransfer
-
-        train_labeltransfer(config, out, resume, set_)
-        return
-    if role not in ROLES:
-        known = ", ".join((*ROLES, *RECON_ROLES, "labeltransfer"))
-        raise InputError(f"train: unknown model {role!r}; expected one of {known}")
-    cfg = load_config(RegistrationConfig, config, presets=presets(), overrides=list(set_ or []))
-    state = run(role, cfg, out, resume=resume)
+    task = task_of_role(role)
+    cfg = load_task_config(task, config, set_)
+    state = run_task(task, role, cfg, out, resume=resume)
     if is_main_process():
-        typer.echo(f"trained {role} to step {state.get('step')}; checkpoint {out / 'model.pt'}")
+        typer.echo(
+            f"trained {task.done(role, state)} to step {state.get('step')}; "
+            f"checkpoint {out / 'model.pt'}"
+        )

@@ -59,6 +59,15 @@ def checkpoint_meta(cfg: RegistrationConfig, role: str, model: nn.Module) -> dic
         "role": role,
         "config": to_dict(cfg),
         "params": count_parameters(model),
+        "io": {
+            "working_shape": list(cfg.data.shape),
+            "grid": "isotropic RAS grid around the fixed image's content (WorkingGrid.around)",
+            "inputs": "fixed, moving: (B, 1, *working_shape) float32, intensities clipped to "
+            "their 0.5 / 99.5 percentiles and scaled to [0, 1]; moving pre-aligned by centres "
+            "of mass",
+            "output": "disp: (B, ndim, *working_shape) displacement in working-grid voxels, "
+            "channel k along axis k; warped(x) = moving(x + disp(x))",
+        },
     }
 
 

@@ -141,11 +141,17 @@ def save_checkpoint(path: PathLike, payload: dict[str, Any]) -> None:
         torch.save(payload, tmp)
 
 
+CHECKPOINT_SCHEMA = 1
+"""Version of the inference-checkpoint layout (``task``, ``role``, ``config``, ``modules``, and
+optionally ``io``: the network's input / output contract); files without it predate it."""
+
+
 def export_checkpoint(state: dict[str, Any], path: PathLike, module: str) -> None:
     """Write a slim inference checkpoint of a training ``state``: everything but the optimizer
     and RNG states, and of the modules only ``module`` (e.g. no critic or discriminator)."""
     slim = {k: v for k, v in state.items() if k not in ("optimizers", "rng")}
     slim["modules"] = {module: state["modules"][module]}
+    slim["schema"] = CHECKPOINT_SCHEMA
     save_checkpoint(path, slim)
 
 

@@ -1,0 +1,172 @@
+"""The task registry: for each task its roles, config class, presets, training and loading.
+
+``medistill train ROLE`` finds the task of ``ROLE`` here (:func:`task_of_role`), loads its config
+and runs it (:func:`run_task`); :func:`load` reads any task's checkpoint into one
+:class:`LoadedModel`. A new task is one :class:`Task` entry, not another branch in each command.
+Task modules are imported only when a task is used.
+
+Checkpoints written by ``export_checkpoint`` carry ``schema`` (:data:`CHECKPOINT_SCHEMA`) and an
+``io`` contract (working shape, input normalisation, output units), as MONAI bundles keep their
+``network_data_format``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from medistill.errors import InputError
+from medistill.typing import PathLike
+
+__all__ = [
+    "TASKS",
+    "LoadedModel",
+    "Task",
+    "load",
+    "load_task_config",
+    "run_task",
+    "task_of_role",
+]
+
+
+@dataclass
+class LoadedModel:
+    """A network read from a checkpoint of any task, in eval mode on the CPU.
+
+    Attributes:
+        task: ``registration``, ``recon`` or ``labeltransfer``.
+        role: the trained role (``student``, ``recon-teacher``, ``ltnet`` ...).
+        network: the network (``nn.Module``).
+        config: the task's config dataclass the checkpoint was trained with.
+        checkpoint: the checkpoint's contents (weights, meta).
+        extra: the task loader's own result (e.g. recon's mask), when it has more.
+    """
+
+    task: str
+    role: str
+    network: nn.Module
+    config: Any
+    checkpoint: dict[str, Any]
+    extra: Any = None
+
+    @property
+    def io(self) -> dict[str, Any]:
+        """The checkpoint's I/O contract (empty for checkpoints written before it existed)."""
+        return dict(self.checkpoint.get("io", {}))
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task: where its pieces live (``module:attribute`` names, imported when used)."""
+
+    name: str
+    roles: tuple[str, ...]
+    config_class: str
+    presets: str
+    train: str
+    loader: str
+    done: Callable[[str, dict[str, Any]], str]
+
+    def resolve(self, name: str) -> Any:
+        module, _, attr = getattr(self, name).partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+def _registration_roles() -> tuple[str, ...]:
+    return ("teacher", "student", "voxelmorph")
+
+
+def _recon_roles() -> tuple[str, ...]:
+    return ("recon-teacher", "recon-student", "sr-teacher", "sr-student")
+
+
+TASKS: dict[str, Task] = {
+    "registration": Task(
+        name="registration",
+        roles=_registration_roles(),
+        config_class="medistill.registration.config:RegistrationConfig",
+        presets="medistill.registration.config:presets",
+        train="medistill.registration.training:train",
+        loader="medistill.registration.model:load_model",
+        done=lambda role, state: role,
+    ),
+    "recon": Task(
+        name="recon",
+        roles=_recon_roles(),
+        config_class="medistill.recon.config:ReconConfig",
+        presets="medistill.recon.config:presets",
+        train="medistill.recon.training:train",
+        loader="medistill.recon.model:load_model",
+        done=lambda role, state: role,
+    ),
+    "labeltransfer": Task(
+        name="labeltransfer",
+        roles=("labeltransfer",),
+        config_class="medistill.labeltransfer.config:LabelTransferConfig",
+        presets="medistill.labeltransfer.config:presets",
+        train="medistill.labeltransfer.training:train",
+        loader="medistill.labeltransfer.model:load_model",
+        done=lambda role, state: f"label transfer ({state.get('role')})",
+    ),
+}
+
+
+def task_of_role(role: str) -> Task:
+    """The task that trains ``role``.
+
+    Raises:
+        InputError: an unknown role (the message lists every role).
+    """
+    for task in TASKS.values():
+        if role in task.roles:
+            return task
+    known = ", ".join(r for t in TASKS.values() for r in t.roles)
+    raise InputError(f"train: unknown model {role!r}; expected one of {known}")
+
+
+def load_task_config(task: Task, config: PathLike | None, overrides: list[str] | None) -> Any:
+    """The task's config from a preset name or YAML file, with ``section.key=value`` overrides."""
+    from medistill.train import load_config
+
+    return load_config(
+        task.resolve("config_class"),
+        config,
+        presets=task.resolve("presets")(),
+        overrides=list(overrides or []),
+    )
+
+
+def run_task(
+    task: Task, role: str, cfg: Any, out: PathLike, *, resume: bool = False
+) -> dict[str, Any]:
+    """Train ``role`` of ``task`` with ``cfg`` into ``out`` (resumable); returns the final state."""
+    train = task.resolve("train")
+    out = Path(out)
+    if task.name == "labeltransfer":
+        return train(cfg, out, resume=resume)
+    return train(role, cfg, out, resume=resume)
+
+
+def load(path: PathLike) -> LoadedModel:
+    """Any task's checkpoint as a :class:`LoadedModel` (the task is read from the file).
+
+    Raises:
+        InputError: missing, corrupt or foreign file, an unknown task, or weights that do not
+            fit the network the checkpoint's config describes.
+    """
+    from medistill.train import load_checkpoint
+
+    name = load_checkpoint(path).get("task")
+    if name not in TASKS:
+        raise InputError(f"{path}: checkpoint of unknown task {name!r}")
+    result = TASKS[name].resolve("loader")(path)
+    if isinstance(result, tuple):  # registration, label transfer: (network, checkpoint, config)
+        network, ckpt, cfg = result
+        return LoadedModel(name, str(ckpt.get("role")), network, cfg, ckpt)
+    ckpt = load_checkpoint(path, task=name)  # recon: a ReconModel with the network inside
+    return LoadedModel(name, result.role, result.net, result.config, ckpt, extra=result)
