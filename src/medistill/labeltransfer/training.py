@@ -19,7 +19,6 @@ learns to invert it; afterwards every term trains both generators (optionally ra
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ from medistill.labeltransfer.model import (
     export_model,
     one_hot,
 )
-from medistill.train import StepContext, Trainer
+from medistill.train import StepContext, Trainer, is_main_process
 from medistill.typing import PathLike
 
 log = logging.getLogger(__name__)
@@ -306,7 +305,7 @@ def train(
         )
     torch.manual_seed(cfg.loop.seed)  # the initial weights depend on the seed alone
     task = LabelTransferTask(cfg, data)
-    main_process = int(os.environ.get("RANK", "0")) == 0
+    main_process = is_main_process()
     if main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,7 @@ from medistill.recon.model import (
     run_mask,
     teacher_role,
 )
-from medistill.train import StepContext, Trainer
+from medistill.train import StepContext, Trainer, is_main_process
 from medistill.typing import PathLike
 
 log = logging.getLogger(__name__)
@@ -243,7 +242,7 @@ def _fit(
         teacher = _load_teacher(cfg, role, mask)
     state_init = _load_init(init, role) if init else None
     task = ReconTask(cfg, role, slices, kind=kind, teacher=teacher, init=state_init)
-    main_process = int(os.environ.get("RANK", "0")) == 0
+    main_process = is_main_process()
     if main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
