@@ -343,7 +343,6 @@ def optimise(
     total = (0 if init_matrix is not None or a.kind == "none" else sum(a.iterations)) + (
         0 if d.kind == "none" else sum(d.iterations)
     )
-    torch.manual_seed(cfg.seed)
     with torch.enable_grad(), _progress(total, progress, "optimise") as bar:
         if init_matrix is not None:
             if tuple(init_matrix.shape) != (b, nd, nd + 1):
