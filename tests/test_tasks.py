@@ -1,5 +1,5 @@
 """The task registry: every role maps to its task, unknown roles are one line, and any task's
-checkpoint loads into one LoadedModel with the schema version and (registration) I/O contract."""
+checkpoint loads into one LoadedModel with its format version and (registration) I/O contract."""
 
 from __future__ import annotations
 
@@ -33,8 +33,28 @@ def test_load_gives_one_dataclass_for_every_task(tmp_path):
         assert main([*args, "--out", str(out), "--set", "loop.progress=false"]) == 0
         loaded = load(out / "model.pt")
         assert isinstance(loaded, LoadedModel)
-        assert loaded.task == name and loaded.checkpoint["schema"] == 1
+        assert loaded.task == name and loaded.checkpoint["version"] == 1
         assert sum(p.numel() for p in loaded.network.parameters()) > 0
         assert not loaded.network.training
     assert load(tmp_path / "registration" / "model.pt").io["working_shape"] == [64, 64, 64]
     assert load(tmp_path / "recon" / "model.pt").extra.mask is not None
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("loop.steps=-5", "loop.steps must be an integer >= 1"),
+        ("loop.batch_size=0", "loop.batch_size must be an integer >= 1"),
+        ("loop.lr=-0.001", "loop.lr must be a finite number >= 0"),
+    ],
+)
+def test_bad_loop_values_and_resume_of_nothing_write_nothing(tmp_path, capsys, setting, message):
+    out = tmp_path / "run"
+    code = main(["train", "student", "--config", "demo", "--out", str(out), "--set", setting])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    code = main(["train", "student", "--config", "demo", "--out", str(out), "--resume"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--resume: no checkpoint" in err
+    assert not out.exists()

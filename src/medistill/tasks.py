@@ -5,9 +5,9 @@ and runs it (:func:`run_task`); :func:`load` reads any task's checkpoint into on
 :class:`LoadedModel`. A new task is one :class:`Task` entry, not another branch in each command.
 Task modules are imported only when a task is used.
 
-Checkpoints written by ``export_checkpoint`` carry ``schema`` (:data:`CHECKPOINT_SCHEMA`) and an
-``io`` contract (working shape, input normalisation, output units), as MONAI bundles keep their
-``network_data_format``.
+Every checkpoint carries its format ``version`` (``medistill.train.loop.CHECKPOINT_VERSION``);
+registration checkpoints also an ``io`` contract (working shape, input normalisation, output
+units), as MONAI bundles keep their ``network_data_format``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -144,9 +143,18 @@ def load_task_config(task: Task, config: PathLike | None, overrides: list[str] |
 def run_task(
     task: Task, role: str, cfg: Any, out: PathLike, *, resume: bool = False
 ) -> dict[str, Any]:
-    """Train ``role`` of ``task`` with ``cfg`` into ``out`` (resumable); returns the final state."""
+    """Train ``role`` of ``task`` with ``cfg`` into ``out`` (resumable); returns the final state.
+
+    Raises:
+        InputError: ``resume`` without a ``last.pt`` in ``out``, or ``out`` not usable as a
+            folder; both before anything is written.
+    """
+    from medistill.io.validate import check_output_folder
+
     train = task.resolve("train")
-    out = Path(out)
+    out = check_output_folder(out)
+    if resume and not (out / "last.pt").is_file():
+        raise InputError(f"--resume: no checkpoint {out / 'last.pt'} to resume from")
     if task.name == "labeltransfer":
         return train(cfg, out, resume=resume)
     return train(role, cfg, out, resume=resume)

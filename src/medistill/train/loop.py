@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -69,6 +70,20 @@ class LoopConfig:
     progress: bool = True
     deterministic: bool = True
     grad_clip: float = 0.0
+
+    def __post_init__(self) -> None:
+        """Refuse values no run can use, when the config is loaded (before anything is written)."""
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"config: loop.{name} must be an integer >= 1, got {value!r}")
+        # lr 0 is allowed: it freezes the weights (a run that only evaluates or re-exports)
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr >= 0):
+            raise InputError(f"config: loop.lr must be a finite number >= 0, got {self.lr!r}")
+        if not isinstance(self.threads, int) or self.threads < 0:
+            raise InputError(f"config: loop.threads must be an integer >= 0, got {self.threads!r}")
+        if not (isinstance(self.grad_clip, (int, float)) and self.grad_clip >= 0):
+            raise InputError(f"config: loop.grad_clip must be >= 0, got {self.grad_clip!r}")
 
 
 class TrainTask(Protocol):
@@ -141,17 +156,11 @@ def save_checkpoint(path: PathLike, payload: dict[str, Any]) -> None:
         torch.save(payload, tmp)
 
 
-CHECKPOINT_SCHEMA = 1
-"""Version of the inference-checkpoint layout (``task``, ``role``, ``config``, ``modules``, and
-optionally ``io``: the network's input / output contract); files without it predate it."""
-
-
 def export_checkpoint(state: dict[str, Any], path: PathLike, module: str) -> None:
     """Write a slim inference checkpoint of a training ``state``: everything but the optimizer
     and RNG states, and of the modules only ``module`` (e.g. no critic or discriminator)."""
     slim = {k: v for k, v in state.items() if k not in ("optimizers", "rng")}
     slim["modules"] = {module: state["modules"][module]}
-    slim["schema"] = CHECKPOINT_SCHEMA
     save_checkpoint(path, slim)
 
 
