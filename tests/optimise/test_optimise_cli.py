@@ -180,3 +180,59 @@ def test_bad_outputs_and_images_exit_2_before_any_work(brains, tmp_path, capsys)
         assert message in err and len(err.strip().splitlines()) == 1
     assert a_file.read_text() == "keep me"
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
+def test_cohort_registration_writes_a_folder_per_pair_and_resumes(brains, tmp_path, capsys):
+    out = tmp_path / "cohort"
+    args = ["register", "--method", "optimise", "--pairs", brains / "pairs.csv", "--out", out,
+            *FAST]  # fmt: skip
+    code, stdout, err = cli(capsys, *args)
+    assert code == 0, err
+    folders = sorted(p.name for p in out.iterdir())
+    assert folders == ["fixed__moving", "moving__fixed"]
+    assert (out / "fixed__moving" / "warped_labels.nii.gz").exists()
+    assert "registered 2 pair(s)" in stdout
+    code, stdout, _ = cli(capsys, *args)  # everything done: nothing is registered again
+    assert code == 0 and "registered 0 pair(s)" in stdout and "2 already done" in stdout
+    import shutil
+
+    shutil.rmtree(out / "moving__fixed")  # as if killed during that pair
+    code, stdout, _ = cli(capsys, *args)
+    assert code == 0 and "registered 1 pair(s)" in stdout
+    assert sorted(p.name for p in out.iterdir()) == folders
+
+
+def test_atlas_cohort_and_conflicting_options(brains, tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    import shutil
+
+    shutil.copy(brains / "moving.nii.gz", folder / "subj1.nii.gz")
+    out = tmp_path / "atlas"
+    code, _, err = cli(
+        capsys, "register", "--method", "optimise", "--atlas", brains / "fixed.nii.gz",
+        "--images", folder, "--out", out, *FAST,
+    )  # fmt: skip
+    assert code == 0, err
+    assert (out / "fixed__subj1" / "warped.nii.gz").exists()
+    for extra in (
+        ["--pairs", brains / "pairs.csv", "--fixed", brains / "fixed.nii.gz"],
+        ["--atlas", brains / "fixed.nii.gz"],
+        [],
+    ):
+        code, _, err = cli(capsys, "register", "--method", "optimise", "--out",
+                           tmp_path / "never", *extra)  # fmt: skip
+        assert code == 2 and len(err.strip().splitlines()) == 1, (extra, err)
+        assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.slow
+def test_cohort_pairs_are_shared_by_torchrun_processes(brains, tmp_path):
+    from tests.utils import torchrun_cli
+
+    out = tmp_path / "cohort"
+    done = torchrun_cli("register", "--method", "optimise", "--pairs", brains / "pairs.csv",
+                        "--out", out, *FAST)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("registered 1 pair(s)") == 2  # one pair in each process
+    assert sorted(p.name for p in out.iterdir()) == ["fixed__moving", "moving__fixed"]

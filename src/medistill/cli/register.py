@@ -11,9 +11,19 @@ from medistill.errors import InputError
 
 
 def register(
-    fixed: Annotated[Path, typer.Option(help="Fixed image.")],
-    moving: Annotated[Path, typer.Option(help="Moving image.")],
-    out: Annotated[str, typer.Option(help="Output folder.")],
+    out: Annotated[str, typer.Option(help="Output folder (a sub-folder per pair for cohorts).")],
+    fixed: Annotated[Path | None, typer.Option(help="Fixed image.")] = None,
+    moving: Annotated[Path | None, typer.Option(help="Moving image.")] = None,
+    pairs: Annotated[
+        Path | None,
+        typer.Option(help="Cohort: CSV with fixed, moving (and fixed_labels, moving_labels)."),
+    ] = None,
+    atlas: Annotated[
+        Path | None, typer.Option(help="Cohort: the fixed image every --images image goes to.")
+    ] = None,
+    images: Annotated[
+        Path | None, typer.Option(help="Cohort: folder (or CSV) of moving images for --atlas.")
+    ] = None,
     model: Annotated[
         Path | None, typer.Option(help="Registration checkpoint (.pt) for --method network.")
     ] = None,
@@ -44,40 +54,148 @@ def register(
     ] = 0,
     progress: Annotated[bool, typer.Option(help="Show the optimiser's progress bar.")] = False,
 ) -> None:
-    """Register MOVING to FIXED; outputs on the fixed image's grid and affine."""
+    """Register MOVING to FIXED (outputs on the fixed image's grid and affine), or a cohort:
+    every pair of --pairs, or every --images image to --atlas, one sub-folder per pair; the model
+    is loaded once, finished pairs are skipped (rerun to resume), and under torchrun each
+    process takes its share of the pairs."""
     from medistill.cli._methods import check_method, network_registrar, optimiser_registrar
-    from medistill.io import check_same_grid, load
-    from medistill.io.validate import check_image_values, check_output_folder
+    from medistill.io.validate import check_output_folder
 
+    single = fixed is not None or moving is not None
+    cohort = pairs is not None or atlas is not None or images is not None
+    if single == cohort or (single and (fixed is None or moving is None)):
+        raise InputError(
+            "register: give --fixed and --moving, or --pairs CSV, or --atlas A with --images DIR"
+        )
+    if cohort and (pairs is not None) == (atlas is not None or images is not None):
+        raise InputError("register: give --pairs, or --atlas with --images, not both")
+    if cohort and pairs is None and (atlas is None or images is None):
+        raise InputError("register: --atlas and --images go together")
+    if cohort and (moving_labels is not None or fixed_labels is not None):
+        raise InputError("register: with a cohort the label maps come from the CSV columns")
     check_method(method, model, refine, config, set_)
     out = check_output_folder(out)
     if initial not in ("com", "none"):
         raise InputError(f"--initial must be 'com' or 'none', got {initial!r}")
     if fixed_labels is not None and method != "optimise":
         raise InputError("--fixed-labels is used only by --method optimise (privileged term)")
+    jobs = _jobs(fixed, moving, moving_labels, fixed_labels, pairs, atlas, images)
     if method == "optimise":
-        registrar, ndim, _, _ = optimiser_registrar(config, set_, progress=progress)
+        registrar, ndim, _, _ = optimiser_registrar(config, set_, progress=progress and single)
     else:
         registrar, ndim, _, _ = network_registrar(model, refine, config, set_, progress=progress)
-    fixed_img = load(fixed, is_label=False, dims=ndim)
-    moving_img = load(moving, is_label=False, dims=ndim)
-    check_image_values(fixed_img, "fixed image")
-    check_image_values(moving_img, "moving image")
+    if single:
+        reg = _register_one(registrar, jobs[0], ndim, initial)
+        for path in reg.save(out):
+            typer.echo(str(path))
+        what = "optimisation" if method == "optimise" else "network"
+        typer.echo(f"{what} {reg.seconds_network:.3f} s, total {reg.seconds_total:.3f} s")
+        return
+    _register_cohort(registrar, jobs, ndim, initial, out, progress)
+
+
+def _jobs(fixed, moving, moving_labels, fixed_labels, pairs, atlas, images) -> list[dict]:
+    """The pairs to register: dicts of fixed, moving, fixed_labels, moving_labels, name."""
+    if fixed is not None:
+        return [
+            {
+                "fixed": fixed,
+                "moving": moving,
+                "fixed_labels": fixed_labels,
+                "moving_labels": moving_labels,
+                "name": "",
+            }
+        ]
+    from medistill.data import discover, read_pairs_csv
+
+    jobs = []
+    if pairs is not None:
+        sources, index = read_pairs_csv(pairs, required=("fixed", "moving"))
+        rows = [(sources[f], sources[m]) for f, m in index]
+    else:
+        if not atlas.is_file():
+            raise InputError(f"--atlas {atlas}: no such file")
+        from medistill.data import SubjectSource
+
+        target = SubjectSource(atlas.name, atlas, None, None)
+        rows = [(target, s) for s in discover(images)]
+        if not rows:
+            raise InputError(f"--images {images}: no images found")
+    seen: dict[str, int] = {}
+    for f, m in rows:
+        name = f"{_stem(f.image)}__{_stem(m.image)}"
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            name += f"_{seen[name]}"
+        jobs.append(
+            {
+                "fixed": f.image,
+                "moving": m.image,
+                "fixed_labels": None,  # a cohort never hands labels to the method
+                "moving_labels": m.labels,
+                "name": name,
+            }
+        )
+    return jobs
+
+
+def _stem(path: Path) -> str:
+    name = Path(path).name
+    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".npz", ".h5"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def _register_one(registrar, job: dict, ndim: int | None, initial: str):
+    from medistill.io import check_same_grid, load
+    from medistill.io.validate import check_image_values
+
+    fixed_img = check_image_values(load(job["fixed"], is_label=False, dims=ndim), "fixed image")
+    moving_img = check_image_values(load(job["moving"], is_label=False, dims=ndim), "moving image")
     if fixed_img.ndim != moving_img.ndim:
         raise InputError(
-            f"{moving}: moving image is {moving_img.ndim}-D, the fixed image {fixed_img.ndim}-D"
+            f"{job['moving']}: moving image is {moving_img.ndim}-D, "
+            f"the fixed image {fixed_img.ndim}-D"
         )
-    ndim = fixed_img.ndim
-    labels = None
-    if moving_labels is not None:
-        labels = check_same_grid(moving_img, load(moving_labels, is_label=True, dims=ndim))
-    f_labels = None
-    if fixed_labels is not None:
-        f_labels = check_same_grid(fixed_img, load(fixed_labels, is_label=True, dims=ndim))
-    reg = registrar(
+    nd = fixed_img.ndim
+    labels = f_labels = None
+    if job["moving_labels"] is not None:
+        labels = check_same_grid(moving_img, load(job["moving_labels"], is_label=True, dims=nd))
+    if job["fixed_labels"] is not None:
+        f_labels = check_same_grid(fixed_img, load(job["fixed_labels"], is_label=True, dims=nd))
+    return registrar(
         fixed_img, moving_img, moving_labels=labels, fixed_labels=f_labels, initial=initial
     )
-    for path in reg.save(out):
-        typer.echo(str(path))
-    what = "optimisation" if method == "optimise" else "network"
-    typer.echo(f"{what} {reg.seconds_network:.3f} s, total {reg.seconds_total:.3f} s")
+
+
+def _register_cohort(registrar, jobs: list[dict], ndim, initial: str, out: Path, progress: bool):
+    """Each pair into ``out/NAME`` (written to a temporary folder, then renamed: a folder that
+    exists is a finished pair and is skipped); this process's share under torchrun."""
+    import shutil
+
+    from medistill.train import rank, world_size
+
+    mine = jobs[rank() :: world_size()]
+    todo = [j for j in mine if not (out / j["name"]).is_dir()]
+    out.mkdir(parents=True, exist_ok=True)
+    iterator = todo
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(todo, desc="register", unit="pair")
+    seconds = []
+    for job in iterator:
+        reg = _register_one(registrar, job, ndim, initial)
+        tmp = out / f".{job['name']}.partial-{rank()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        reg.save(tmp)
+        tmp.rename(out / job["name"])
+        seconds.append(reg.seconds_total)
+    done = len(mine) - len(todo)
+    mean = f", {sum(seconds) / len(seconds):.3f} s per pair" if seconds else ""
+    typer.echo(
+        f"registered {len(todo)} pair(s) into {out}{mean}; {done} already done"
+        + (f" (process {rank()} of {world_size()})" if world_size() > 1 else "")
+    )
