@@ -49,20 +49,37 @@ def check_method(
 
 
 def network_registrar(
-    model: Path, refine: int, config: str | None, set_: list[str] | None, *, progress: bool = False
+    model: Path,
+    refine: int,
+    config: str | None,
+    set_: list[str] | None,
+    *,
+    progress: bool = False,
+    engine: str = "torch",
 ):
-    """``(registrar, ndim, description)`` for a checkpoint, optionally refined by the optimiser
+    """``(registrar, ndim, description, params)`` for a checkpoint (``engine="torch"``) or an
+    ONNX export (``engine="onnx"``, run by onnxruntime), optionally refined by the optimiser
     (``refine`` iterations at the network's working resolution, from the network's field)."""
-    from medistill.registration.model import load_model
     from medistill.spatial.native import register_images
 
-    net, ckpt, cfg = load_model(model)
-    shape = tuple(cfg.data.shape)
-    field = net
+    if engine == "onnx":
+        from medistill.registration.onnx import OnnxField
+
+        if not str(model).endswith(".onnx"):
+            raise InputError(f"--engine onnx needs an .onnx file as --model, got {model}")
+        field = OnnxField(model)
+        shape, role, params = field.shape, f"ONNX {Path(model).name}", 0
+    elif engine == "torch":
+        from medistill.registration.model import load_model
+
+        field, ckpt, cfg = load_model(model)
+        shape, role, params = tuple(cfg.data.shape), str(ckpt.get("role")), ckpt.get("params", 0)
+    else:
+        raise InputError(f"--engine must be torch or onnx, got {engine!r}")
     if refine:
         from medistill.optimise import refined_field
 
-        field = refined_field(net, optimise_config(config, set_), refine)
+        field = refined_field(field, optimise_config(config, set_), refine)
 
     def registrar(
         fixed: Image, moving: Image, *, moving_labels=None, fixed_labels=None, initial: str = "com"
@@ -71,8 +88,8 @@ def network_registrar(
             field, fixed, moving, shape=shape, moving_labels=moving_labels, initial=initial
         )
 
-    role = str(ckpt.get("role")) + (f" + {refine} refinement iterations" if refine else "")
-    return registrar, len(shape), role, int(ckpt.get("params", 0))
+    role += f" + {refine} refinement iterations" if refine else ""
+    return registrar, len(shape), role, int(params)
 
 
 def optimiser_registrar(config: str | None, set_: list[str] | None, *, progress: bool = False):

@@ -33,6 +33,7 @@ def _register_commands() -> None:
         bench,
         demo,
         evaluate,
+        export,
         info,
         labeltransfer,
         models,
@@ -50,6 +51,7 @@ def _register_commands() -> None:
     app.command("models")(models.models)
     app.command("demo")(demo.demo)
     app.command("bench")(bench.bench)
+    app.command("export")(export.export)
     app.command("reconstruct")(recon.reconstruct)
     app.command("segment")(labeltransfer.segment)
 

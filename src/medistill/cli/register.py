@@ -53,6 +53,9 @@ def register(
         int, typer.Option(help="Network only: optimiser iterations from the network's field.")
     ] = 0,
     progress: Annotated[bool, typer.Option(help="Show the optimiser's progress bar.")] = False,
+    engine: Annotated[
+        str, typer.Option(help="'torch', or 'onnx' (--model is an .onnx export; onnxruntime).")
+    ] = "torch",
 ) -> None:
     """Register MOVING to FIXED (outputs on the fixed image's grid and affine), or a cohort:
     every pair of --pairs, or every --images image to --atlas, one sub-folder per pair; the model
@@ -74,6 +77,8 @@ def register(
     if cohort and (moving_labels is not None or fixed_labels is not None):
         raise InputError("register: with a cohort the label maps come from the CSV columns")
     check_method(method, model, refine, config, set_)
+    if engine != "torch" and method == "optimise":
+        raise InputError("--engine applies to --method network")
     out = check_output_folder(out)
     if initial not in ("com", "none"):
         raise InputError(f"--initial must be 'com' or 'none', got {initial!r}")
@@ -83,7 +88,9 @@ def register(
     if method == "optimise":
         registrar, ndim, _, _ = optimiser_registrar(config, set_, progress=progress and single)
     else:
-        registrar, ndim, _, _ = network_registrar(model, refine, config, set_, progress=progress)
+        registrar, ndim, _, _ = network_registrar(
+            model, refine, config, set_, progress=progress, engine=engine
+        )
     if single:
         reg = _register_one(registrar, jobs[0], ndim, initial)
         for path in reg.save(out):

@@ -130,12 +130,13 @@ def register_optimise(
 
 
 def refined_field(
-    network: torch.nn.Module, cfg: OptimiseConfig | None, iterations: int
+    network: torch.nn.Module | Callable, cfg: OptimiseConfig | None, iterations: int
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """A field function: ``network(fixed, moving).disp``, then ``iterations`` optimiser steps on
-    the network's working grid starting from it (test-time refinement; the affine stage is
-    skipped, the deformable stage runs at full working resolution with ``cfg``'s similarity,
-    regulariser and learning rate). ``iterations == 0`` returns the network's field exactly.
+    """A field function: ``network(fixed, moving).disp`` (or a field function's result), then
+    ``iterations`` optimiser steps on the network's working grid starting from it (test-time
+    refinement; the affine stage is skipped, the deformable stage runs at full working
+    resolution with ``cfg``'s similarity, regulariser and learning rate). ``iterations == 0``
+    returns the network's field exactly.
     """
     base = validate(cfg or OptimiseConfig())
     if int(iterations) < 0:
@@ -151,11 +152,13 @@ def refined_field(
 
     def field(fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            disp = network(fixed, moving).disp.float()
+            out = network(fixed, moving)
+            disp = getattr(out, "disp", out).float()  # a network's output or a plain field
         if not iterations:
             return disp
         nd = disp.shape[1]
-        eye = torch.cat([torch.eye(nd), torch.zeros(nd, 1)], 1)[None].expand(disp.shape[0], -1, -1)
+        eye = torch.cat([torch.eye(nd), torch.zeros(nd, 1)], 1)[None]
+        eye = eye.expand(disp.shape[0], -1, -1)
         init = disp.clone()
         return optimise(fixed, moving, ocfg, init_matrix=eye, init_field=init).disp
 
