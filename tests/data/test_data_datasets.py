@@ -105,3 +105,22 @@ def test_hdf5_subjects(tmp_path):
 
 def test_pairing_schemes():
     assert len(all_ordered_pairs(4)) == 12 and (0, 0) not in all_ordered_pairs(4)
+
+
+def test_csv_rows_with_too_few_or_too_many_fields_are_refused(tmp_path):
+    import pytest
+
+    from medistill.data.datasets import read_csv_rows
+    from medistill.errors import InputError
+
+    short = tmp_path / "short.csv"
+    short.write_text("fixed,moving,fixed_labels,moving_labels\na.nii.gz,b.nii.gz\n")
+    with pytest.raises(InputError, match="row 2 has 2 fields, the header has 4"):
+        read_csv_rows(short, ("fixed", "moving"))
+    long = tmp_path / "long.csv"
+    long.write_text("fixed,moving\na.nii.gz,b.nii.gz,c.nii.gz\n")
+    with pytest.raises(InputError, match="row 2 has 3 fields, the header has 2"):
+        read_csv_rows(long, ("fixed", "moving"))
+    empty_cells = tmp_path / "ok.csv"
+    empty_cells.write_text("fixed,moving,fixed_labels\na.nii.gz,b.nii.gz,\n")
+    assert read_csv_rows(empty_cells, ("fixed", "moving"))[0]["fixed_labels"] == ""

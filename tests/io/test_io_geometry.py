@@ -154,3 +154,22 @@ def test_intensity_normalisation():
     np.testing.assert_allclose(ct_window(hu, 290, 120), [0, 0, 0.5, 1, 1])
     with pytest.raises(InputError):
         normalize_percentile(data, 90, 10)
+
+
+def test_label_map_shifted_far_from_its_image_is_refused():
+    """A header that differs by a rounding is accepted; an origin 60 mm away is another place."""
+    import numpy as np
+    import pytest
+
+    from medistill.errors import InputError
+    from medistill.io import Image, check_same_grid
+
+    image = Image(np.random.default_rng(0).random((40, 40, 40)), np.eye(4), False, "img")
+    near = np.eye(4)
+    near[:3, 3] = 1.0
+    accepted = check_same_grid(image, Image(np.zeros((40, 40, 40)), near, True, "near"))
+    assert np.allclose(accepted.affine, image.affine)
+    far = np.eye(4)
+    far[:3, 3] = [60.0, 0.0, 0.0]
+    with pytest.raises(InputError, match="far.*grid does not match"):
+        check_same_grid(image, Image(np.zeros((40, 40, 40)), far, True, "far"))

@@ -186,7 +186,17 @@ def read_csv_rows(path: PathLike, required: tuple[str, ...]) -> list[dict[str, s
         with path.open(newline="") as f:
             reader = csv.DictReader(f)
             columns = [c.strip() for c in (reader.fieldnames or [])]
-            rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+            rows = []
+            for row in reader:
+                # a short row gets None values, a long one a None key: both are broken rows
+                if None in row or any(v is None for v in row.values()):
+                    count = sum(v is not None for k, v in row.items() if k is not None)
+                    count += len(row.get(None) or [])
+                    raise InputError(
+                        f"{path}: row {reader.line_num} has {count} fields, the header has "
+                        f"{len(columns)}"
+                    )
+                rows.append({k.strip(): (v or "").strip() for k, v in row.items() if k})
     except OSError as err:
         raise InputError(f"{path}: cannot read CSV ({err})") from err
     missing = [c for c in required if c not in columns]

@@ -270,20 +270,24 @@ def check_same_grid(
     *,
     atol_mm: float = 1e-3,
     header_tolerance: float = 0.05,
+    max_shift_mm: float = 10.0,
 ) -> Image:
     """Check that ``other`` lies on ``reference``'s grid; return it on exactly that grid.
 
     Accepted: equal shapes and grid corners within ``atol_mm`` (the affine of ``reference`` is then
     used). Also accepted, with a logged warning: equal shapes, the same orientation codes and voxel
-    sizes within ``header_tolerance`` (relative), i.e. headers that differ by what looks like a
-    rounding. World space decides in that case: ``other`` is resampled through its own header onto
+    sizes within ``header_tolerance`` (relative) and grid corners at most ``max_shift_mm``
+    apart, i.e. headers that differ by what looks like a rounding
+    (a map shifted farther is a map of another place and is refused). World space decides in
+    that case: ``other`` is resampled through its own header onto
     ``reference``'s grid (nearest neighbour for label maps). The OASIS tissue maps in the test data
     are such a case (spacing 0.98 x 0.97 x 1 mm and 3 / 6 mm of origin shift against a 1 mm image):
     placed through their own header they cover the brain exactly (Dice 1.0 with the image's
     non-zero voxels), laid voxel-for-voxel they do not (0.96).
 
     Raises:
-        InputError: different shapes, orientations or spacings (one line naming both files).
+        InputError: different shapes, orientations or spacings, or corners too far apart (one
+            line naming both files).
     """
     if reference.shape != other.shape:
         raise InputError(
@@ -294,7 +298,8 @@ def check_same_grid(
     if mismatch <= atol_mm:
         return Image(other.data, reference.affine.copy(), other.is_label, other.source)
     rel = np.abs(np.asarray(other.spacing) / np.asarray(reference.spacing) - 1)
-    if reference.orientation == other.orientation and np.all(rel <= header_tolerance):
+    near = mismatch <= max_shift_mm  # a rounding, not a map of another place
+    if reference.orientation == other.orientation and np.all(rel <= header_tolerance) and near:
         log.warning(
             "%s: header differs from %s by up to %.2f mm at the grid corners (spacing %s vs %s); "
             "same shape and orientation, so accepted and resampled through its own header onto "
