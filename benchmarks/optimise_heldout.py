@@ -183,17 +183,15 @@ def ants_runner(sources: list, kind: str, seed: int) -> Runner:
 
 
 def optimiser_runner(subjects: list, overrides: list[str]) -> Runner:
-    import medistill.optimise as opt
+    """The optimiser with its dataclass defaults (the ``brain`` preset) and ``overrides``."""
+    from medistill.optimise import load_optimise_config
+    from medistill.registration.methods import optimiser_registrar
 
-    cfg = None
-    if overrides:
-        from medistill.train import load_config
-
-        cfg = load_config(opt.OptimiseConfig, None, overrides=overrides)
+    registrar = optimiser_registrar(load_optimise_config(None, overrides))
 
     def run(f: int, m: int) -> tuple[np.ndarray, np.ndarray, float]:
         fixed, moving = subjects[f], subjects[m]
-        reg = opt.register_optimise(fixed.image, moving.image, cfg, moving_labels=moving.labels)
+        reg = registrar(fixed.image, moving.image, moving_labels=moving.labels)
         return reg.warped_labels.data, np.asarray(reg.jacobian), float(reg.seconds_total)
 
     return run
@@ -202,19 +200,13 @@ def optimiser_runner(subjects: list, overrides: list[str]) -> Runner:
 def network_runner(subjects: list, checkpoint: Path, refine: int) -> Runner:
     """A registration checkpoint on native grids (``medistill register``'s pipeline), optionally
     refined by ``refine`` optimiser iterations (``brain`` preset's deformable settings)."""
-    from medistill.optimise import refined_field
-    from medistill.registration.model import load_model
-    from medistill.spatial.native import register_images
+    from medistill.registration.methods import network_registrar
 
-    net, _, cfg = load_model(checkpoint)
-    shape = tuple(cfg.data.shape)
-    field = refined_field(net, None, refine) if refine else net
+    registrar = network_registrar(checkpoint, refine=refine)[0]
 
     def run(f: int, m: int) -> tuple[np.ndarray, np.ndarray, float]:
         fixed, moving = subjects[f], subjects[m]
-        reg = register_images(
-            field, fixed.image, moving.image, shape=shape, moving_labels=moving.labels
-        )
+        reg = registrar(fixed.image, moving.image, moving_labels=moving.labels)
         run.network_seconds = reg.seconds_network  # type: ignore[attr-defined]
         return reg.warped_labels.data, np.asarray(reg.jacobian), float(reg.seconds_total)
 

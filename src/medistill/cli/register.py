@@ -88,9 +88,7 @@ def register(
     if method == "optimise":
         registrar, ndim, _, _ = optimiser_registrar(config, set_, progress=progress and single)
     else:
-        registrar, ndim, _, _ = network_registrar(
-            model, refine, config, set_, progress=progress, engine=engine
-        )
+        registrar, ndim, _, _ = network_registrar(model, refine, config, set_, engine=engine)
     if single:
         reg = _register_one(registrar, jobs[0], ndim, initial)
         for path in reg.save(out):

@@ -11,12 +11,13 @@ over pairs, deterministic. Optional privileged soft Dice on label maps for train
 """
 
 from medistill.optimise.apply import optimiser_grid, refined_field, register_optimise, world_affine
-from medistill.optimise.config import OptimiseConfig, presets, validate
+from medistill.optimise.config import OptimiseConfig, load_optimise_config, presets, validate
 from medistill.optimise.core import OptimiseResult, optimise
 
 __all__ = [
     "OptimiseConfig",
     "OptimiseResult",
+    "load_optimise_config",
     "optimise",
     "optimiser_grid",
     "refined_field",

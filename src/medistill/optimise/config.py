@@ -20,6 +20,7 @@ __all__ = [
     "GridConfig",
     "OptimiseConfig",
     "PrivilegedConfig",
+    "load_optimise_config",
     "presets",
     "validate",
 ]
@@ -30,6 +31,22 @@ Similarity = Literal["ncc", "lncc", "mse", "mi"]
 def presets() -> dict[str, Path]:
     """Preset name -> YAML file shipped with the package."""
     return preset_files("optimise")
+
+
+def load_optimise_config(
+    source: str | Path | None = "brain", overrides: list[str] | tuple[str, ...] = ()
+) -> OptimiseConfig:
+    """Settings from a preset name or YAML file (``None``: the dataclass defaults) with
+    ``section.key=value`` overrides, types and ranges checked (:func:`validate`).
+
+    Raises:
+        InputError: unknown preset or key, a wrong type or a value out of range (one line).
+    """
+    from medistill.train.config import load_config
+
+    return validate(
+        load_config(OptimiseConfig, source, presets=presets(), overrides=list(overrides))
+    )
 
 
 @dataclass

@@ -189,21 +189,12 @@ def run_demo(
 def _optimiser_registrar(cfg: RegistrationConfig):
     """The demo teacher's optimiser (``distill.teacher_config`` / ``teacher_set``) as a
     registrar for :func:`~medistill.registration.evaluate.evaluate_pairs`."""
-    from medistill.optimise import OptimiseConfig, presets, register_optimise, validate
+    from medistill.optimise import load_optimise_config
+    from medistill.registration.methods import optimiser_registrar
 
-    ocfg = validate(
-        load_config(
-            OptimiseConfig,
-            cfg.distill.teacher_config,
-            presets=presets(),
-            overrides=list(cfg.distill.teacher_set),
-        )
+    return optimiser_registrar(
+        load_optimise_config(cfg.distill.teacher_config, cfg.distill.teacher_set)
     )
-
-    def registrar(fixed, moving, *, moving_labels=None, fixed_labels=None, initial="com"):
-        return register_optimise(fixed, moving, ocfg, moving_labels=moving_labels)
-
-    return registrar
 
 
 def _speed(rows: list[dict[str, Any]]) -> dict[str, float]:

@@ -180,15 +180,11 @@ def teacher_flow_cache(cfg: RegistrationConfig, source: PairSource, out: Path) -
         "run_id": os.environ.get("TORCHELASTIC_RUN_ID", ""),
     }
     if d.teacher == "optimise":
-        from medistill.optimise import OptimiseConfig, optimise, presets, validate
+        from medistill.optimise import load_optimise_config, optimise
         from medistill.optimise.apply import resolve_device
-        from medistill.train import load_config, to_dict
+        from medistill.train import to_dict
 
-        ocfg = validate(
-            load_config(
-                OptimiseConfig, d.teacher_config, presets=presets(), overrides=list(d.teacher_set)
-            )
-        )
+        ocfg = load_optimise_config(d.teacher_config, d.teacher_set)
         device = resolve_device(ocfg.device)
 
         def run(fixed, moving, fixed_labels=None, moving_labels=None):
