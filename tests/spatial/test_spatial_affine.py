@@ -109,3 +109,19 @@ def test_errors():
         affine_to_disp(torch.eye(3, 4), (5, 6))
     with pytest.raises(InputError, match=">= 2"):
         jacobian_det(torch.zeros(1, 2, 1, 5))
+
+
+def test_rotation_matrix_known_rotations():
+    import math
+
+    import torch
+
+    from medistill.spatial import rotation_matrix
+
+    quarter = rotation_matrix(torch.tensor([[0.0, 0.0, math.pi / 2]], dtype=torch.float64))[0]
+    assert torch.allclose(quarter @ torch.tensor([1.0, 0, 0], dtype=torch.float64),
+                          torch.tensor([0.0, 1, 0], dtype=torch.float64), atol=1e-12)  # fmt: skip
+    plane = rotation_matrix(torch.tensor([[math.pi / 2]], dtype=torch.float64))[0]
+    assert torch.allclose(plane, torch.tensor([[0.0, -1], [1, 0]], dtype=torch.float64), atol=1e-12)
+    r = rotation_matrix(torch.randn(4, 3, dtype=torch.float64))
+    assert torch.allclose(r @ r.transpose(1, 2), torch.eye(3, dtype=torch.float64).expand(4, 3, 3))

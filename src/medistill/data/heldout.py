@@ -23,6 +23,7 @@ from scipy import ndimage
 from medistill.errors import InputError, check_option
 from medistill.io import Image, resample_array, save
 from medistill.io.atomic import atomic_path, split_suffix
+from medistill.spatial import rotation_matrix
 from medistill.typing import PathLike
 
 __all__ = [
@@ -111,8 +112,7 @@ def random_rigid(
     axis = rng.normal(size=3)
     axis /= np.linalg.norm(axis)
     angle = math.radians(max_rotation_deg) * rng.uniform(0.5, 1.0)
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    rot = np.eye(3) + math.sin(angle) * k + (1 - math.cos(angle)) * (k @ k)  # Rodrigues
+    rot = rotation_matrix(torch.from_numpy(axis * angle)[None])[0].numpy()
     direction = rng.normal(size=3)
     direction /= np.linalg.norm(direction)
     shift = direction * max_offset_mm * rng.uniform(0.5, 1.0)

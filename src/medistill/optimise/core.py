@@ -36,7 +36,7 @@ from medistill.data.synthesis import gaussian_blur
 from medistill.errors import InputError
 from medistill.optimise.config import AffineConfig, DeformableConfig, OptimiseConfig, validate
 from medistill.optimise.similarity import LocalNCC, image_loss, soft_dice
-from medistill.spatial import identity_grid, integrate_velocity, resample
+from medistill.spatial import identity_grid, integrate_velocity, resample, rotation_matrix
 
 __all__ = ["OptimiseResult", "compose_affine_field", "one_hot", "optimise", "pyramid_shape"]
 
@@ -128,14 +128,7 @@ class _Affine(torch.nn.Module):
         eye = torch.eye(self.nd, dtype=self.w.dtype, device=self.w.device)
         if self.kind == "affine":
             return eye + self.w
-        skew = self.w.new_zeros(self.w.shape)
-        if self.nd == 3:
-            wx, wy, wz = self.rot.unbind(1)
-            skew[:, 0, 1], skew[:, 0, 2], skew[:, 1, 2] = -wz, wy, -wx
-        else:
-            skew[:, 0, 1] = -self.rot[:, 0]
-        skew = skew - skew.transpose(1, 2)
-        return torch.linalg.matrix_exp(skew)
+        return rotation_matrix(self.rot)
 
     def matrix(self) -> Tensor:
         lin = self.linear()

@@ -57,7 +57,7 @@ class PairSource:
 
     def _affine(self, item: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
         """Move the moving image (and labels) by a random affine about the grid centre."""
-        from medistill.spatial import affine_to_disp, warp
+        from medistill.spatial import affine_to_disp, rotation_matrix, warp
 
         rot_deg, shift, scale = self.augment_affine
         nd = self.ndim
@@ -66,17 +66,12 @@ class PairSource:
             return torch.rand(*size, generator=generator, dtype=torch.float64) * 2 - 1
 
         angle = float(uniform(1)) * np.radians(rot_deg)
-        if nd == 3:
+        if nd == 3:  # about a random axis
             axis = torch.randn(3, generator=generator, dtype=torch.float64)
-            axis = axis / axis.norm().clamp_min(1e-12)
-            k = torch.zeros(3, 3, dtype=torch.float64)
-            k[0, 1], k[0, 2], k[1, 2] = -axis[2], axis[1], -axis[0]
-            k = k - k.T
-            rot = torch.linalg.matrix_exp(angle * k)
+            rotvec = axis / axis.norm().clamp_min(1e-12) * angle
         else:
-            c, s_ = np.cos(angle), np.sin(angle)
-            rot = torch.tensor([[c, -s_], [s_, c]], dtype=torch.float64)
-        lin = rot @ torch.diag(1 + scale * uniform(nd))
+            rotvec = torch.tensor([angle], dtype=torch.float64)
+        lin = rotation_matrix(rotvec[None])[0] @ torch.diag(1 + scale * uniform(nd))
         matrix = torch.cat([lin, (shift * uniform(nd))[:, None]], 1).float()[None]
         disp = affine_to_disp(matrix, self.shape)
         out = dict(item)

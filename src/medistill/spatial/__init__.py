@@ -12,7 +12,7 @@ fields), ``jacobian`` (derivatives and determinants), ``resize`` (fields on othe
 ``world`` (mm, other grids, ANTs/ITK export), ``integrate`` (scaling and squaring).
 """
 
-from medistill.spatial.affine import affine_to_disp
+from medistill.spatial.affine import affine_to_disp, rotation_matrix
 from medistill.spatial.bspline import bspline_disp, bspline_weights, random_smooth_disp
 from medistill.spatial.compose import compose
 from medistill.spatial.grid import identity_grid, normalized_to_voxel, voxel_to_normalized
@@ -58,6 +58,7 @@ __all__ = [
     "random_smooth_disp",
     "resample_disp_between_grids",
     "resize_disp",
+    "rotation_matrix",
     "sample_at_points",
     "spatial_gradient",
     "upsample_disp",

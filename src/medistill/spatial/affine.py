@@ -10,7 +10,7 @@ from torch import Tensor
 from medistill.errors import InputError
 from medistill.spatial.grid import identity_grid
 
-__all__ = ["affine_to_disp"]
+__all__ = ["affine_to_disp", "rotation_matrix"]
 
 
 def affine_to_disp(matrix: Tensor, shape: Sequence[int], center: bool = True) -> Tensor:
@@ -61,3 +61,31 @@ def affine_to_disp(matrix: Tensor, shape: Sequence[int], center: bool = True) ->
     target = torch.einsum("bij,j...->bi...", lin, rel)
     target = target + (trans + ctr).view(mat.shape[0], *view)
     return target - grid
+
+
+def rotation_matrix(rotvec: Tensor) -> Tensor:
+    """Rotation matrices from rotation vectors (the exponential of their skew matrices).
+
+    Args:
+        rotvec: ``(B, 3)`` axis times angle (radians, right-handed) for 3-D rotations, or
+            ``(B, 1)`` angles for 2-D ones (from axis 0 towards axis 1).
+
+    Returns:
+        ``(B, 3, 3)`` or ``(B, 2, 2)`` rotation matrices; differentiable.
+
+    Raises:
+        InputError: on another shape.
+    """
+    if not isinstance(rotvec, Tensor) or rotvec.dim() != 2 or rotvec.shape[1] not in (1, 3):
+        raise InputError(
+            "rotation_matrix(): 'rotvec' must be (B, 3) or (B, 1), got "
+            f"{tuple(rotvec.shape) if isinstance(rotvec, Tensor) else type(rotvec).__name__}"
+        )
+    nd = 3 if rotvec.shape[1] == 3 else 2
+    skew = rotvec.new_zeros(rotvec.shape[0], nd, nd)
+    if nd == 3:
+        wx, wy, wz = rotvec.unbind(1)
+        skew[:, 0, 1], skew[:, 0, 2], skew[:, 1, 2] = -wz, wy, -wx
+    else:
+        skew[:, 0, 1] = -rotvec[:, 0]
+    return torch.linalg.matrix_exp(skew - skew.transpose(1, 2))
