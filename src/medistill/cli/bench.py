@@ -55,8 +55,6 @@ def _onnx_rows(table, models, sizes, threads, repeats, reference) -> None:
     threads and repeats); skipped with a note when onnxruntime or onnx is not installed."""
     import tempfile
 
-    import torch
-
     name = "student LDR-fast 1 cascade + affine, half res"
     try:
         import onnx  # noqa: F401 - the exporter needs it
@@ -64,17 +62,14 @@ def _onnx_rows(table, models, sizes, threads, repeats, reference) -> None:
     except ImportError:
         typer.echo("onnxruntime row skipped: pip install 'medistill[onnx]'")
         return
+    from medistill.registration.bench import time_forward
     from medistill.registration.onnx import OnnxField, export_network
-    from medistill.report import time_call
 
     row = {}
     with tempfile.TemporaryDirectory(prefix="medistill_bench_") as tmp:
         for size in sizes:
             path = export_network(models[name], (size,) * 3, f"{tmp}/student_{size}.onnx")
             field = OnnxField(path, threads=threads)
-            gen = torch.Generator().manual_seed(0)
-            f, m = (torch.rand(1, 1, size, size, size, generator=gen) for _ in range(2))
-            latency = time_call(lambda f=f, m=m, field=field: field(f, m), repeats=repeats)
-            row[size] = latency.as_dict()
+            row[size] = time_forward(field, (size,) * 3, repeats=repeats)
             row[size]["speedup"] = table[reference][size]["median_s"] / row[size]["median_s"]
     table["student LDR-fast 1 cascade, half res, ORT"] = row

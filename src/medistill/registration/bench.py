@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from medistill.report import time_call
 
 
 def time_forward(
-    model: nn.Module, shape: tuple[int, ...], *, repeats: int = 5, warmup: int = 1, seed: int = 0
+    model: nn.Module | Callable[[Tensor, Tensor], object],
+    shape: tuple[int, ...],
+    *,
+    repeats: int = 5,
+    warmup: int = 1,
+    seed: int = 0,
 ) -> dict[str, float]:
     """Median and minimum seconds of one inference forward pass on ``(1, 1, *shape)`` inputs
-    (:func:`medistill.report.time_call`)."""
+    (:func:`medistill.report.time_call`); ``model`` is a network or any ``(fixed, moving)``
+    callable (e.g. an onnxruntime field)."""
     gen = torch.Generator().manual_seed(seed)
     fixed = torch.rand(1, 1, *shape, generator=gen)
     moving = torch.rand(1, 1, *shape, generator=gen)
-    model.eval()
+    if isinstance(model, nn.Module):
+        model.eval()
     with torch.inference_mode():
         latency = time_call(lambda: model(fixed, moving), repeats=repeats, warmup=warmup)
     return latency.as_dict()

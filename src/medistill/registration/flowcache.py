@@ -189,24 +189,20 @@ def build_flow_cache(
                 pass
         return None
 
-    def wait_for(path: Path, what: str) -> None:
-        while not path.exists():
+    def until(get: Callable[[], object], what: str):
+        """``get()`` once it is truthy; one line after ``wait_s`` seconds in all."""
+        while not (value := get()):
             if time.monotonic() > deadline:
                 raise InputError(f"{folder}: timed out waiting for {what}")
             time.sleep(1.0)
+        return value
 
     cache = reuse()
     if cache is not None:
         return cache
     shards = world if world > 1 and run_id else 1
     if shards == 1 and not build:  # the main process builds it alone
-        while (cache := reuse()) is None:
-            if time.monotonic() > deadline:
-                raise InputError(
-                    f"{folder}: timed out waiting for the main process to build the cache"
-                )
-            time.sleep(2.0)
-        return cache
+        return until(reuse, "the main process to build the cache")
     ndim = len(shape)
     name = f".building-{run_id}" if shards > 1 else f".building-{int(time.time() * 1000)}"
     tmp = folder.with_name(folder.name + name)
@@ -225,7 +221,7 @@ def build_flow_cache(
             arrays = {k: np.memmap(p, t, "w+", shape=sh) for k, (p, t, sh) in files.items()}
             (tmp / "ready").write_text("ok")
         else:
-            wait_for(tmp / "ready", "rank 0 to start the cache")
+            until((tmp / "ready").exists, "rank 0 to start the cache")
             arrays = {k: np.memmap(p, t, "r+", shape=sh) for k, (p, t, sh) in files.items()}
         _fill(
             arrays,
@@ -243,13 +239,9 @@ def build_flow_cache(
         del arrays
         (tmp / f"done-{rank if shards > 1 else 0}").write_text("ok")
         if not main:  # rank 0 finishes the cache; wait for it like a non-building rank
-            while (cache := reuse()) is None:
-                if time.monotonic() > deadline:
-                    raise InputError(f"{folder}: timed out waiting for rank 0 to finish the cache")
-                time.sleep(1.0)
-            return cache
+            return until(reuse, "rank 0 to finish the cache")
         for r in range(shards):
-            wait_for(tmp / f"done-{r}", f"rank {r} to fill its share of the cache")
+            until((tmp / f"done-{r}").exists, f"rank {r} to fill its share of the cache")
         index = {
             "key": key,
             "pairs": int(pairs),

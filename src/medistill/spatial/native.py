@@ -233,16 +233,14 @@ class WorkingPair:
 
     def moving_labels(self, labels: Image) -> Tensor:
         """A label map of the moving image on the working grid (nearest), ``(1, 1, *S)``."""
-        data = resample_array(
-            labels.data, labels.affine, self.moving_affine, self.grid.shape, order=0
-        )
-        return torch.from_numpy(np.asarray(data).astype(np.int64))[None, None]
+        return self._labels(labels, self.moving_affine)
 
     def fixed_labels(self, labels: Image) -> Tensor:
         """A label map of the fixed image on the working grid (nearest), ``(1, 1, *S)``."""
-        data = resample_array(
-            labels.data, labels.affine, self.grid.affine, self.grid.shape, order=0
-        )
+        return self._labels(labels, self.grid.affine)
+
+    def _labels(self, labels: Image, working_affine: np.ndarray) -> Tensor:
+        data = resample_array(labels.data, labels.affine, working_affine, self.grid.shape, order=0)
         return torch.from_numpy(np.asarray(data).astype(np.int64))[None, None]
 
 
