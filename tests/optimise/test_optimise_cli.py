@@ -97,7 +97,7 @@ def test_evaluate_optimise_writes_metrics(brains, tmp_path, capsys):
         (["--method", "optimise", "--refine", "5"], "--refine"),
         (["--model", "x.pt", "--refine", "-1"], "--refine must be"),
         (["--method", "simplex"], "--method must be"),
-        ([], "--model is required"),
+        (["--model", "nonesuch-model"], "no such checkpoint file"),
         (["--method", "optimise", "--set", "deformable.lr=-1"], "deformable.lr"),
         (["--method", "optimise", "--set", "deformable.levels=[3]"], "deformable.levels"),
         (["--method", "optimise", "--config", "nonesuch"], "no such file or preset"),

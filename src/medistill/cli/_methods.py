@@ -33,8 +33,6 @@ def check_method(
                 "set the iterations in --config / --set instead"
             )
     else:
-        if model is None:
-            raise InputError("--model is required with --method network (or use --method optimise)")
         if (config is not None or set_) and not refine:
             raise InputError(
                 "--config / --set configure the optimiser: use them with "
@@ -43,12 +41,20 @@ def check_method(
 
 
 def network_registrar(
-    model: Path, refine: int, config: str | None, set_: list[str] | None, *, engine: str = "torch"
+    model: Path | None,
+    refine: int,
+    config: str | None,
+    set_: list[str] | None,
+    *,
+    engine: str = "torch",
 ):
-    """``(registrar, ndim, description, params)`` for ``--model`` (``--engine``), refined by
-    ``--refine`` optimiser iterations with the ``--config`` / ``--set`` settings."""
+    """``(registrar, ndim, description, params)`` for ``--model`` (a checkpoint, a built-in
+    name, or ``None`` for the default built-in model; ``--engine``), refined by ``--refine``
+    optimiser iterations with the ``--config`` / ``--set`` settings."""
+    from medistill.builtin import resolve_model
     from medistill.registration.methods import network_registrar as build
 
+    model = resolve_model(model)
     refine_cfg = optimise_config(config, set_) if refine else None
     return build(model, refine=refine, refine_cfg=refine_cfg, engine=engine)
 

@@ -13,7 +13,13 @@ from medistill.errors import InputError
 
 def evaluate(
     out: Annotated[str, typer.Option(help="Output folder (metrics.csv, summary.json).")],
-    model: Annotated[Path | None, typer.Option(help="Checkpoint (.pt); it knows its task.")] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            help="Checkpoint (.pt; it knows its task) or built-in name; with --pairs the "
+            "default is the built-in 'brain' registration model."
+        ),
+    ] = None,
     pairs: Annotated[
         Path | None,
         typer.Option(help="Registration: CSV fixed, moving, fixed_labels, moving_labels."),
@@ -78,8 +84,13 @@ def evaluate(
     if method == "optimise":
         _evaluate_registration(None, pairs, out, chosen, affine_only, method, config, set_, 0)
         return
-    if model is None:
-        raise InputError("evaluate: --model is required (or --method optimise for registration)")
+    if model is None and pairs is None:
+        raise InputError(
+            "evaluate: give --model (or --pairs, which uses the built-in registration model)"
+        )
+    from medistill.builtin import resolve_model
+
+    model = resolve_model(model)
     task = load_checkpoint(model).get("task")
     if task == "labeltransfer":
         if images_csv is None:

@@ -11,11 +11,14 @@ from medistill.errors import InputError
 
 
 def export(
-    model: Annotated[Path, typer.Option(help="Registration checkpoint (.pt).")],
+    model: Annotated[
+        str, typer.Option(help="Registration checkpoint (.pt) or a built-in model's name.")
+    ],
     onnx: Annotated[Path, typer.Option(help="Output .onnx file (written atomically).")],
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 20 for 3-D grid sampling).")] = 20,
 ) -> None:
     """Export a registration network to ONNX; run it with `register --engine onnx`."""
+    from medistill.builtin import resolve_model
     from medistill.registration.onnx import export_onnx
 
     if opset < 20:
@@ -24,5 +27,5 @@ def export(
         raise InputError(f"--onnx {onnx}: is a folder")
     if not onnx.parent.is_dir():
         raise InputError(f"--onnx {onnx}: folder {onnx.parent} does not exist")
-    path = export_onnx(model, onnx, opset=opset)
+    path = export_onnx(resolve_model(model), onnx, opset=opset)
     typer.echo(f"exported {model} to {path} (opset {opset})")

@@ -48,7 +48,7 @@ def _register_commands() -> None:
     app.command("train")(train.train)
     app.command("register")(register.register)
     app.command("evaluate")(evaluate.evaluate)
-    app.command("models")(models.models)
+    app.add_typer(models.app, name="models")
     app.command("demo")(demo.demo)
     app.command("bench")(bench.bench)
     app.command("export")(export.export)

@@ -25,7 +25,11 @@ def register(
         Path | None, typer.Option(help="Cohort: folder (or CSV) of moving images for --atlas.")
     ] = None,
     model: Annotated[
-        Path | None, typer.Option(help="Registration checkpoint (.pt) for --method network.")
+        Path | None,
+        typer.Option(
+            help="Registration checkpoint (.pt) or built-in name for --method network; "
+            "default: the built-in 'brain' model (medistill models)."
+        ),
     ] = None,
     method: Annotated[
         str,
