@@ -74,7 +74,7 @@ def test_pack_checkpoint_refuses_nan_weights(tmp_path):
     ckpt["modules"]["model"][key] = ckpt["modules"]["model"][key].float() * float("nan")
     bad = tmp_path / "bad.pt"
     torch.save(ckpt, bad)
-    with pytest.raises(InputError, match="not finite"):
+    with pytest.raises(InputError, match="NaN or Inf"):
         pack_checkpoint(bad, tmp_path / "out.pt")
     assert not (tmp_path / "out.pt").exists()
 
@@ -118,3 +118,21 @@ def test_builtin_registers_heldout_brains_without_model(shared_data, tmp_path, c
     assert code == 0, err
     assert (tmp_path / "one" / "warped_labels.nii.gz").is_file()
     assert summary["dice_mean"] > 0.30, summary
+
+
+def test_one_extreme_voxel_does_not_move_the_result():
+    """A single voxel at 3e38 (a corrupt value that is still finite in float32) must not change
+    the registration: the normalisation and the centre-of-mass start use robust percentiles."""
+    import numpy as np
+
+    from medistill.io import Image
+    from medistill.registration.methods import network_registrar
+    from tests.bad_inputs import _affine, _blob
+
+    registrar, _, _, _ = network_registrar(resolve_model(None))
+    fixed = Image(_blob((40, 44, 36)), _affine())
+    moving = _blob((40, 44, 36), shift=3.0)
+    clean = registrar(fixed, Image(moving, _affine()))
+    moving[0, 0, 0] = 3e38
+    spiked = registrar(fixed, Image(moving, _affine()))
+    assert np.abs(clean.disp_voxel - spiked.disp_voxel).max() < 0.1

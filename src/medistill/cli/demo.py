@@ -23,6 +23,13 @@ def demo(
     ] = None,
 ) -> None:
     """Train teacher and students on the embedded data, evaluate, and write report.html."""
+    from medistill.io.validate import check_output_folder
+
+    if task not in ("registration", "recon", "labeltransfer"):
+        raise InputError(
+            f"demo: unknown task {task!r}; available: registration, recon, labeltransfer"
+        )
+    out = check_output_folder(out)
     if task == "recon":
         from medistill.cli.recon import demo_recon
 

@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from medistill.errors import InputError
+
 
 def train_labeltransfer(
     config: str, out: Path, resume: bool = False, set_: list[str] | None = None
@@ -37,10 +39,14 @@ def segment(
 ) -> None:
     """Segment IMAGE by warping the atlas labels onto it; written atomically on IMAGE's grid."""
     from medistill.io import load, save
+    from medistill.io.validate import check_output_file
     from medistill.labeltransfer.apply import transfer_labels
     from medistill.labeltransfer.evaluate import resolve_atlas
     from medistill.labeltransfer.model import load_model, transfer_network
 
+    check_output_file(out, "--out", (".nii", ".nii.gz"))
+    if interp not in ("linear", "nearest"):
+        raise InputError(f"--interp must be 'linear' or 'nearest', got {interp!r}")
     net, ckpt, cfg = load_model(model)
     shape = tuple(cfg.data.shape)
     atlas_img, atlas_lab = resolve_atlas(ckpt, len(shape), atlas, atlas_labels, model)

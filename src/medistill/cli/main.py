@@ -78,19 +78,32 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as err:
         print(f"medistill: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except OSError as err:
+        # the file system refused a path the user gave (missing folder, no permission, full
+        # disk): a bad input, not a bug. Errors without a file name stay internal errors.
+        if err.filename is None or os.environ.get("MEDISTILL_DEBUG"):
+            return _internal(err)
+        name = err.filename if err.filename2 is None else f"{err.filename} -> {err.filename2}"
+        print(f"medistill: error: {name}: {err.strerror or type(err).__name__}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("medistill: interrupted", file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001 - the last resort of the command line
-        if os.environ.get("MEDISTILL_DEBUG"):
-            raise
-        print(
-            f"medistill: internal error: {type(err).__name__}: {_one_line(err)} "
-            "(set MEDISTILL_DEBUG=1 for a traceback)",
-            file=sys.stderr,
-        )
-        return 1
+        return _internal(err)
     return 0
+
+
+def _internal(err: BaseException) -> int:
+    """Report an internal error in one line (or re-raise with ``MEDISTILL_DEBUG``); exit 1."""
+    if os.environ.get("MEDISTILL_DEBUG"):
+        raise err
+    print(
+        f"medistill: internal error: {type(err).__name__}: {_one_line(err)} "
+        "(set MEDISTILL_DEBUG=1 for a traceback)",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def run() -> None:

@@ -13,6 +13,17 @@ import typer
 
 from medistill.errors import InputError
 
+#: the largest undersampling factor ``reconstruct`` / ``evaluate`` accept (the paper: 4-8x).
+MAX_ACCELERATION = 32.0
+
+
+def check_acceleration(acceleration: float | None) -> None:
+    """Refuse an ``--acceleration`` outside ``(1, MAX_ACCELERATION]`` (NaN and inf included)."""
+    if acceleration is not None and not (1 < acceleration <= MAX_ACCELERATION):
+        raise InputError(
+            f"--acceleration must be a number in (1, {MAX_ACCELERATION:g}], got {acceleration:g}"
+        )
+
 
 def train_recon(
     role: str, config: str, out: Path, resume: bool = False, set_: list[str] | None = None
@@ -63,6 +74,7 @@ def reconstruct(
     import numpy as np
 
     from medistill.io import load, save_nifti
+    from medistill.io.validate import check_output_file
     from medistill.recon.inference import (
         load_kspace,
         reconstruct_image,
@@ -78,8 +90,9 @@ def reconstruct(
     if layout not in LAYOUTS:
         raise InputError(f"--layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     for option, path in (("--out", out), ("--save-input", save_input)):
-        if path is not None and not str(path).lower().endswith((".nii", ".nii.gz")):
-            raise InputError(f"reconstruct: {option} must end in .nii or .nii.gz, got {path}")
+        if path is not None:
+            check_output_file(path, option, (".nii", ".nii.gz"))
+    check_acceleration(acceleration)
     net = load_model(model)
     if kspace is not None:
         if mask is None:
@@ -120,8 +133,11 @@ def evaluate_recon(
     ] = None,
 ) -> None:
     """PSNR / SSIM / NMSE per volume (and of the zero-filled / low-res input), CPU ms per slice."""
+    from medistill.io.validate import check_output_folder
     from medistill.recon.inference import evaluate
 
+    check_acceleration(acceleration)
+    out = check_output_folder(out)
     summary = evaluate(model, images, out, acceleration=acceleration)
     typer.echo(json.dumps(summary, indent=2))
 

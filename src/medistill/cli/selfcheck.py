@@ -86,6 +86,12 @@ def selfcheck(
     size: Annotated[int, typer.Option(help="Working-grid size per axis.")] = 48,
 ) -> None:
     """Check warping, label transfer, Jacobians, metrics and NIfTI I/O on the embedded data."""
+    from medistill.errors import InputError
+    from medistill.io.validate import check_output_folder
+
+    if not 16 <= size <= 256:
+        raise InputError(f"--size must be in 16..256, got {size}")
+    out = check_output_folder(out)
     result = run_selfcheck(out, size=size)
     for name, check in result["checks"].items():
         typer.echo(f"{'ok  ' if check['ok'] else 'FAIL'}  {name}: {check['value']:.6g}")

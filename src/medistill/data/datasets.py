@@ -41,7 +41,9 @@ class SubjectSource:
         name: subject identifier.
         image: image file; for HDF5, the file with ``group`` set.
         labels: label-map file, or None.
-        landmarks: landmark file (``.csv``/``.txt`` rows of voxel indices, or ``.npy``), or None.
+        landmarks: landmark file (``.csv``/``.txt`` rows of coordinates, or ``.npy``), or None.
+        landmarks_space: ``"voxel"`` (indices on the image's grid) or ``"world"`` (RAS mm, the
+            NIfTI world of the image's affine).
         group: scan group inside an RCN-style HDF5 file.
         key: array inside an NPZ archive for the image (labels use ``seg`` when ``labels`` is the
             same archive).
@@ -52,6 +54,7 @@ class SubjectSource:
     labels: Path | None = None
     landmarks: Path | None = None
     group: str | None = None
+    landmarks_space: str = "voxel"
     key: str | None = None
 
 
@@ -73,10 +76,12 @@ class Subject:
     meta: dict = field(default_factory=dict)
 
 
-def read_landmarks(path: PathLike, image: Image) -> np.ndarray:
-    """Voxel landmarks ``(N, ndim)`` from ``.npy`` or whitespace/comma separated text.
+def read_landmarks(path: PathLike, image: Image, space: str = "voxel") -> np.ndarray:
+    """Landmarks ``(N, ndim)`` as voxel indices on ``image``'s grid, from ``.npy`` or
+    whitespace/comma separated text holding voxel indices (``space="voxel"``) or world RAS
+    coordinates in mm (``space="world"``, converted with the image's affine).
 
-    Rows holding -1 (the RCN convention for a missing landmark) become NaN.
+    Rows holding -1 (the RCN convention for a missing landmark; voxel files only) become NaN.
 
     Raises:
         InputError: unreadable file, wrong number of columns, or a landmark outside the volume.
@@ -94,12 +99,22 @@ def read_landmarks(path: PathLike, image: Image) -> np.ndarray:
             points = np.array(rows, dtype=np.float64)
     except (OSError, ValueError) as err:
         raise InputError(f"{path}: cannot read landmarks ({err})") from err
+    if space not in ("voxel", "world"):
+        raise InputError(f"landmark space must be 'voxel' or 'world', got {space!r}")
     points = np.atleast_2d(np.asarray(points, dtype=np.float64))
-    if points.shape[1] != image.ndim:
+    what = "voxel indices" if space == "voxel" else "world RAS mm"
+    if points.size == 0 or points.shape[1] != image.ndim:
         raise InputError(
-            f"{path}: landmarks need {image.ndim} columns (voxel indices), got {points.shape[1]}"
+            f"{path}: landmarks need {image.ndim} columns ({what}), got "
+            f"{points.shape[1] if points.size else 0}"
         )
-    missing = np.all(points == -1, axis=1)
+    if not np.isfinite(points).all():
+        raise InputError(f"{path}: landmarks hold NaN or infinite coordinates")
+    if space == "world":
+        padded = np.zeros((len(points), 3))
+        padded[:, : points.shape[1]] = points  # a 2-D image's plane: z = 0
+        points = image.world_to_index(padded)
+    missing = np.all(points == -1, axis=1) if space == "voxel" else np.zeros(len(points), bool)
     points[missing] = np.nan
     valid = points[~missing]
     upper = np.asarray(image.shape) - 1
@@ -133,7 +148,11 @@ def load_subject(source: SubjectSource, *, dims: int | None = None) -> Subject:
     if source.labels is not None:
         key = "seg" if source.labels == source.image else None
         labels = check_same_grid(image, load(source.labels, key=key, is_label=True, dims=dims))
-    landmarks = read_landmarks(source.landmarks, image) if source.landmarks else None
+    landmarks = (
+        read_landmarks(source.landmarks, image, source.landmarks_space)
+        if source.landmarks
+        else None
+    )
     return Subject(source.name, image, labels, landmarks)
 
 
@@ -197,8 +216,16 @@ def read_csv_rows(path: PathLike, required: tuple[str, ...]) -> list[dict[str, s
                         f"{len(columns)}"
                     )
                 rows.append({k.strip(): (v or "").strip() for k, v in row.items() if k})
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not a text CSV file (not UTF-8)") from err
+    except csv.Error as err:
+        raise InputError(f"{path}: not a valid CSV file (line {reader.line_num})") from err
+    except IsADirectoryError as err:
+        raise InputError(f"{path}: is a folder, not a CSV file") from err
+    except FileNotFoundError as err:
+        raise InputError(f"{path}: no such CSV file") from err
     except OSError as err:
-        raise InputError(f"{path}: cannot read CSV ({err})") from err
+        raise InputError(f"{path}: cannot read CSV ({err.strerror or 'read error'})") from err
     missing = [c for c in required if c not in columns]
     if missing:
         raise InputError(

@@ -30,7 +30,9 @@ def read_pairs_csv(
     path: PathLike, *, required: tuple[str, ...] = PAIR_COLUMNS
 ) -> tuple[list[SubjectSource], list[Pair]]:
     """Explicit pairs from a CSV with columns ``fixed``, ``moving`` and optional
-    ``fixed_labels``, ``moving_labels``, ``fixed_landmarks``, ``moving_landmarks``.
+    ``fixed_labels``, ``moving_labels``, ``fixed_landmarks``, ``moving_landmarks`` (files of
+    voxel indices on each image's grid) or ``fixed_landmarks_mm``, ``moving_landmarks_mm``
+    (files of world RAS coordinates in mm).
 
     Returns:
         The distinct subjects and the pairs as indices into them. Paths are relative to the CSV.
@@ -47,11 +49,21 @@ def read_pairs_csv(
             if image is None:
                 raise InputError(f"{path}: row {line} has an empty {side!r} cell")
             labels = resolve(path.parent, row.get(f"{side}_labels", ""))
-            landmarks = resolve(path.parent, row.get(f"{side}_landmarks", ""))
-            key = (image, labels, landmarks)
+            voxel = resolve(path.parent, row.get(f"{side}_landmarks", ""))
+            world = resolve(path.parent, row.get(f"{side}_landmarks_mm", ""))
+            if voxel is not None and world is not None:
+                raise InputError(
+                    f"{path}: row {line} gives both {side}_landmarks (voxel indices) and "
+                    f"{side}_landmarks_mm (world mm); give one"
+                )
+            landmarks = voxel if world is None else world
+            space = "voxel" if world is None else "world"
+            key = (image, labels, landmarks, space)
             if key not in index:
                 index[key] = len(sources)
-                sources.append(SubjectSource(image.name, image, labels, landmarks))
+                sources.append(
+                    SubjectSource(image.name, image, labels, landmarks, landmarks_space=space)
+                )
             pair.append(index[key])
         pairs.append((pair[0], pair[1]))
     return sources, pairs

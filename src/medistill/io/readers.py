@@ -92,15 +92,42 @@ def finalize(
     Raises:
         InputError: NaN/Inf voxels, wrong dimensionality, non-integer or empty label map.
     """
-    data = _squeeze_to(np.asarray(data), source, dims)
+    data = np.asarray(data)
+    if data.dtype.names is not None:  # RGB(A) NIfTI and other records per voxel
+        raise InputError(
+            f"{source}: {len(data.dtype.names)} values per voxel ({', '.join(data.dtype.names)}); "
+            "expected one grey value per voxel (convert the colour image to greyscale)"
+        )
+    if not (np.issubdtype(data.dtype, np.number) or data.dtype == bool):
+        raise InputError(f"{source}: voxels of type {data.dtype} are not numbers")
+    data = _squeeze_to(data, source, dims)
+    if dims == 3 and min(data.shape) < 2:
+        raise InputError(
+            f"{source}: a 3-D image needs at least 2 voxels along every axis, got shape "
+            f"{tuple(data.shape)}"
+        )
     if np.iscomplexobj(data):
         raise InputError(f"{source}: complex-valued image; expected real voxel values")
     _finite(data, source)
+    if np.issubdtype(data.dtype, np.floating) and data.dtype.itemsize > 4 and data.size:
+        peak = float(np.abs(data).max())
+        if peak > float(np.finfo(np.float32).max):
+            raise InputError(
+                f"{source}: values up to {peak:.3g} exceed the float32 range medistill computes "
+                "in; rescale the image"
+            )
     if is_label is None:
         is_label = _guess_label(data, source)
     if is_label:
         if not _integer_valued(data):
             raise InputError(f"{source}: label map has non-integer values")
+        if data.size and float(data.min()) < 0:
+            raise InputError(
+                f"{source}: label map has negative values (min {float(data.min()):g}); "
+                "labels must be integers >= 0 (0 = background)"
+            )
+        if data.size and float(data.max()) > np.iinfo(np.int32).max:
+            raise InputError(f"{source}: label values beyond the int32 range")
         data = data.astype(np.int32)
         if not np.any(data != 0):
             raise InputError(f"{source}: label map is empty (every voxel is background 0)")
@@ -122,6 +149,40 @@ def affine_2d(affine: np.ndarray) -> np.ndarray:
     return out
 
 
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``; else physical
+    free pages; else a large number, so that the check never refuses on an unknown system)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 50
+
+
+def check_declared_size(shape: tuple[int, ...], dtype: np.dtype, source: str) -> None:
+    """Refuse, from the header alone, an image whose voxels (as float32, as medistill holds them)
+    would not fit in the available memory.
+
+    Raises:
+        InputError: the declared size and the memory available, in GiB.
+    """
+    voxels = int(np.prod([int(n) for n in shape], dtype=np.float64))
+    need = voxels * max(np.dtype(dtype).itemsize, 4)
+    free = available_memory()
+    if need > free:
+        dims = "x".join(str(int(n)) for n in shape)
+        raise InputError(
+            f"{source}: header declares {dims} voxels ({need / 2**30:.1f} GiB as float32), more "
+            f"than the {free / 2**30:.1f} GiB of memory available"
+        )
+
+
 # ---------------------------------------------------------------------------------- formats
 def read_nifti(path: Path, *, is_label: bool | None = None, dims: int | None = None) -> Image:
     """NIfTI-1/2 through nibabel; the affine is nibabel's best affine (sform, else qform)."""
@@ -130,11 +191,15 @@ def read_nifti(path: Path, *, is_label: bool | None = None, dims: int | None = N
     source = _name(path)
     try:
         img = nib.load(source)
+    except (EOFError, zlib.error, OSError, ValueError) as err:
+        raise InputError(f"{source}: cannot read NIfTI (truncated or corrupt file)") from err
+    except nib.filebasedimages.ImageFileError as err:
+        raise InputError(f"{source}: not a NIfTI file") from err
+    check_declared_size(img.shape, img.get_data_dtype(), source)
+    try:
         data = np.asanyarray(img.dataobj)
     except (EOFError, zlib.error, OSError, ValueError) as err:
-        raise InputError(f"{source}: cannot read NIfTI (truncated or corrupt file: {err})") from err
-    except nib.filebasedimages.ImageFileError as err:
-        raise InputError(f"{source}: not a NIfTI file ({err})") from err
+        raise InputError(f"{source}: cannot read NIfTI (truncated or corrupt file)") from err
     return finalize(data, np.asarray(img.affine), source, is_label=is_label, dims=dims)
 
 

@@ -4,6 +4,7 @@ the option or the file."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import numpy as np
 from medistill.errors import InputError
 from medistill.io.image import Image
 
-__all__ = ["check_image_values", "check_output_folder"]
+__all__ = ["check_image_values", "check_output_file", "check_output_folder"]
 
 
 def check_output_folder(path: Path | str, option: str = "--out") -> Path:
@@ -35,9 +36,42 @@ def check_output_folder(path: Path | str, option: str = "--out") -> Path:
         ancestor = parent
     if ancestor.exists() and not ancestor.is_dir():
         raise InputError(f"{option} {folder}: {ancestor} is a file, not a folder")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise InputError(f"{option} {folder}: no permission to write in {ancestor}")
+    if not os.access(ancestor, os.W_OK | os.X_OK) or not _can_create_in(ancestor):
+        raise InputError(f"{option} {folder}: cannot write in {ancestor}")
     return folder
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a folder can be made in ``folder`` (tried and removed at once: permissions, a
+    read-only or pseudo file system; ``os.access`` alone says yes to root everywhere)."""
+    try:
+        probe = tempfile.mkdtemp(prefix=".medistill-probe-", dir=folder)
+    except OSError:
+        return False
+    os.rmdir(probe)
+    return True
+
+
+def check_output_file(
+    path: Path | str, option: str = "--out", suffixes: tuple[str, ...] = ()
+) -> Path:
+    """A file path that an output can be written to (atomically, by rename): not empty, not an
+    existing folder, with a suffix of ``suffixes`` (when given), in a folder that exists or can
+    be made. Nothing is created here.
+
+    Raises:
+        InputError: one line naming ``option`` and what is wrong.
+    """
+    text = str(path)
+    if not text.strip():
+        raise InputError(f"{option} is empty; give an output file")
+    target = Path(text)
+    if target.is_dir():
+        raise InputError(f"{option} {target}: is a folder; give a file name")
+    if suffixes and not text.lower().endswith(suffixes):
+        raise InputError(f"{option} must end in {' or '.join(suffixes)}, got {target}")
+    check_output_folder(target.parent, option=f"{option} {target}: folder")
+    return target
 
 
 def check_image_values(image: Image, what: str = "image") -> Image:

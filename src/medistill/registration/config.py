@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from medistill.errors import InputError
 from medistill.train import LoopConfig
 from medistill.train.config import preset_files
 
@@ -42,6 +43,15 @@ class ModelConfig:
     student_downsample: int = 1
     architecture: Literal["cascade", "voxelmorph"] = "cascade"
 
+    def __post_init__(self) -> None:
+        """Refuse values no network can be built with (when the config is loaded)."""
+        if self.ndim not in (2, 3):
+            raise InputError(f"config: model.ndim must be 2 or 3, got {self.ndim!r}")
+        for name in ("cascades", "teacher_width"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"config: model.{name} must be an integer >= 1, got {value!r}")
+
 
 @dataclass
 class DataConfig:
@@ -72,6 +82,27 @@ class DataConfig:
     augment_disp: float = 4.0
     augment_affine: tuple[float, ...] = (0.0, 0.0, 0.0)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Refuse values no run can use (when the config is loaded)."""
+        shape = tuple(self.shape)
+        if len(shape) not in (2, 3) or any(
+            isinstance(n, bool) or not isinstance(n, int) or n < 8 for n in shape
+        ):
+            raise InputError(
+                f"config: data.shape must be 2 or 3 integers >= 8, got {list(self.shape)!r}"
+            )
+        for name in ("subjects", "pairs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"config: data.{name} must be an integer >= 1, got {value!r}")
+        if not self.augment_disp >= 0:
+            raise InputError(f"config: data.augment_disp must be >= 0, got {self.augment_disp!r}")
+        if len(self.augment_affine) != 3 or any(not v >= 0 for v in self.augment_affine):
+            raise InputError(
+                "config: data.augment_affine must be 3 numbers >= 0 [degrees, voxels, scale], "
+                f"got {list(self.augment_affine)!r}"
+            )
 
 
 @dataclass

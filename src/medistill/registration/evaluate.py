@@ -52,11 +52,7 @@ def pair_metrics(reg, fixed, moving, *, labels: list[int] | None = None) -> dict
         for label, value in d.items():
             row[f"dice_{label}"] = value
     if fixed.landmarks is not None and moving.landmarks is not None:
-        if len(fixed.landmarks) != len(moving.landmarks):
-            raise InputError(
-                f"{fixed.name}/{moving.name}: landmark counts differ "
-                f"({len(fixed.landmarks)} vs {len(moving.landmarks)})"
-            )
+        check_landmark_counts(fixed, moving)
         ok = ~(np.isnan(fixed.landmarks).any(1) | np.isnan(moving.landmarks).any(1))
         if ok.any():
             mapped = reg.moving_points(fixed.landmarks[ok])
@@ -64,6 +60,41 @@ def pair_metrics(reg, fixed, moving, *, labels: list[int] | None = None) -> dict
             # both in world mm: the distances are in mm (no spacing needed)
             row["tre"] = mean_tre(target, mapped)
     return row
+
+
+def check_landmark_counts(fixed, moving) -> None:
+    """Refuse a pair whose landmark files list different numbers of points.
+
+    Raises:
+        InputError: naming both subjects and the counts.
+    """
+    if fixed.landmarks is None or moving.landmarks is None:
+        return
+    if len(fixed.landmarks) != len(moving.landmarks):
+        raise InputError(
+            f"landmarks of {fixed.name} ({len(fixed.landmarks)} points) and {moving.name} "
+            f"({len(moving.landmarks)} points) differ in count: row i of both files must be "
+            "the same point"
+        )
+
+
+def check_labels_present(rows: list[dict[str, Any]], labels: list[int] | None) -> None:
+    """Refuse ``--labels`` values that no pair's label maps hold (their Dice would be NaN).
+
+    Raises:
+        InputError: naming the absent labels.
+    """
+    if not labels or not rows:
+        return
+    absent = [
+        label
+        for label in labels
+        if not any(np.isfinite(row.get(f"dice_{label}", float("nan"))) for row in rows)
+    ]
+    if absent:
+        raise InputError(
+            f"--labels {','.join(map(str, absent))}: not present in any label map of the pairs"
+        )
 
 
 def evaluate_pairs(
@@ -103,6 +134,7 @@ def evaluate_pairs(
                 subjects[k] = load_subject(sources[k], dims=ndim)
                 check_image_values(subjects[k].image)
         fixed, moving = subjects[fi], subjects[mi]
+        check_landmark_counts(fixed, moving)
         reg = registrar(
             fixed.image,
             moving.image,
@@ -117,6 +149,7 @@ def evaluate_pairs(
                 **pair_metrics(reg, fixed, moving, labels=labels),
             }
         )
+    check_labels_present(rows, labels)
     meta = dict(meta or {})
     params = int(meta.pop("params", 0))
     summary: dict[str, Any] = {**meta, "pairs": len(rows)}

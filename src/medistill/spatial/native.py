@@ -149,10 +149,11 @@ def normalise(data: np.ndarray, lower: float = 0.5, upper: float = 99.5) -> np.n
 
 
 def centre_of_mass_mm(image: Image) -> np.ndarray:
-    """Intensity-weighted centre (world mm) of the voxels above 5 % of the robust range."""
+    """Intensity-weighted centre (world mm) of the voxels above 5 % of the robust range; weights
+    are capped at the 99th percentile, so a few extreme voxels cannot move the centre."""
     data = np.asarray(image.data, dtype=np.float32)
     lo, hi = robust_percentiles(data, [1, 99])
-    weights = np.clip(data - (lo + 0.05 * (hi - lo)), 0, None)
+    weights = np.clip(np.minimum(data, hi) - (lo + 0.05 * (hi - lo)), 0, None)
     if weights.sum() <= 0:
         weights = np.ones_like(data)
     com = np.array(ndimage.center_of_mass(weights))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import types
 import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -77,6 +78,13 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise InputError(f"config: {where} must be a mapping, got {value!r}")
         return from_dict(kind, value, where)
+    if origin in (types.UnionType, typing.Union):
+        options = [a for a in typing.get_args(kind) if a is not type(None)]
+        if value is None and len(options) < len(typing.get_args(kind)):
+            return None
+        return _coerce(value, options[0], where) if len(options) == 1 else value
+    if origin in (tuple, list) and not isinstance(value, (list, tuple)):
+        raise InputError(f"config: {where} must be a list, e.g. [1, 2], got {value!r}")
     if origin in (tuple, list) and isinstance(value, (list, tuple)):
         args = typing.get_args(kind)
         inner = args[0] if args else Any

@@ -200,7 +200,25 @@ def load_checkpoint(path: PathLike, *, task: str | None = None) -> dict[str, Any
         raise InputError(
             f"{path}: checkpoint is for task {payload.get('task')!r}, expected {task!r}"
         )
+    _check_finite_weights(payload, path)
     return payload
+
+
+def _check_finite_weights(payload: dict[str, Any], path: Path) -> None:
+    """Refuse a checkpoint whose network weights hold NaN or Inf (a diverged run)."""
+    modules = payload.get("modules")
+    if not isinstance(modules, dict):
+        return
+    for name, state in modules.items():
+        if not isinstance(state, dict):
+            continue
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.is_floating_point():
+                if not bool(torch.isfinite(value).all()):
+                    raise InputError(
+                        f"{path}: weight {name}.{key} holds NaN or Inf (a diverged training "
+                        "run?); use an earlier checkpoint"
+                    )
 
 
 def _world_size() -> int:
