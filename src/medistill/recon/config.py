@@ -23,6 +23,7 @@ __all__ = [
     "ModelConfig",
     "ReconConfig",
     "SRConfig",
+    "check_fractions",
     "presets",
 ]
 
@@ -55,6 +56,21 @@ class ModelConfig:
     sr_teacher_convs: int = 11
     sr_student_convs: int = 7
     sr_channels: int = 64
+
+
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    """Raise a one-line :class:`~medistill.errors.InputError` unless both held-out fractions are
+    in [0, 1) and their sum is below 1."""
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"config: data.{name} must be a number in [0, 1), got {value!r}")
+        if not 0.0 <= value < 1.0:
+            raise InputError(f"config: data.{name} must be in [0, 1), got {value!r}")
+    if val_fraction + test_fraction >= 1.0:
+        raise InputError(
+            "config: data.val_fraction + data.test_fraction must be < 1 (some subjects must "
+            f"train), got {val_fraction} + {test_fraction}"
+        )
 
 
 @dataclass
@@ -106,17 +122,7 @@ class DataConfig:
 
     def validate(self) -> None:
         """Raise :class:`~medistill.errors.InputError` (one line) for unusable values."""
-        for name in ("val_fraction", "test_fraction"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise InputError(f"config: data.{name} must be a number in [0, 1), got {value!r}")
-            if not 0.0 <= value < 1.0:
-                raise InputError(f"config: data.{name} must be in [0, 1), got {value!r}")
-        if self.val_fraction + self.test_fraction >= 1.0:
-            raise InputError(
-                "config: data.val_fraction + data.test_fraction must be < 1 (some subjects must "
-                f"train), got {self.val_fraction} + {self.test_fraction}"
-            )
+        check_fractions(self.val_fraction, self.test_fraction)
         gamma = tuple(self.aug_gamma)
         if len(gamma) != 2 or not 0 < gamma[0] <= gamma[1] < float("inf"):
             raise InputError(

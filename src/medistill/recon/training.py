@@ -45,6 +45,7 @@ from medistill.recon.model import (
     run_mask,
     teacher_role,
 )
+from medistill.recon.pooled import pooled_set
 from medistill.train import StepContext, Trainer, is_main_process
 from medistill.typing import PathLike
 
@@ -56,7 +57,10 @@ __all__ = ["DISTILL_KINDS", "ReconTask", "check_config", "train", "training_slic
 
 
 def training_slices(cfg: DataConfig) -> SliceSet:
-    """The training slices of a run (embedded train split, or the files of ``cfg.paths``)."""
+    """The training slices of a run: the embedded train split, the files of ``cfg.paths``, or the
+    train split of the ``pooled`` subjects (:func:`medistill.recon.pooled.pooled_set`)."""
+    if cfg.source == "pooled":
+        return pooled_set(cfg, "train")
     if cfg.source == "embedded":
         return embedded_set(cfg.slices, cfg.size, seed=cfg.seed, split="train")
     if cfg.source == "files":
@@ -65,7 +69,7 @@ def training_slices(cfg: DataConfig) -> SliceSet:
         return read_slice_set(
             cfg.paths, cfg.size, min_area=cfg.min_area, max_slices=cfg.slices or None
         )
-    raise InputError(f"data.source must be 'embedded' or 'files', got {cfg.source!r}")
+    raise InputError(f"data.source must be 'embedded', 'files' or 'pooled', got {cfg.source!r}")
 
 
 class ReconTask:
