@@ -228,7 +228,7 @@ def test_missing_paths_and_empty_splits_raise_one_line(root, tmp_path):
 
 
 def test_shared_data_split(shared_data):
-    """The real pool at 128 with the default fractions (the 3-D volumes are not read here)."""
+    """The real pool at 128 with the default fractions."""
     cfg = DataConfig(source="pooled", paths=[str(shared_data)], size=128, slices=0)
     split = pooled_split(cfg)
     assert [len(split[k]) for k in SPLITS] == [88, 11, 11]
@@ -238,3 +238,5 @@ def test_shared_data_split(shared_data):
     val = pooled_set(cfg, "val")
     assert val.images.shape == (11, 128, 128) and val.names == split["val"]
     assert split == pooled_split(cfg)
+    train_set = pooled_set(cfg, "train")  # about 2 s: three 3-D brains, three planes each
+    assert train_set.names == split["train"] and len(train_set) > 1000
