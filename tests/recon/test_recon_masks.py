@@ -6,14 +6,17 @@ import numpy as np
 import pytest
 
 from medistill.errors import InputError
+from medistill.recon.config import MaskConfig
 from medistill.recon.masks import (
     acceleration_of,
     center_lines,
     check_mask,
+    default_center_fraction,
     load_mask,
     make_mask,
     save_mask,
 )
+from medistill.recon.model import run_mask
 
 
 @pytest.mark.parametrize("acc,lines", [(4, 64), (5, 51), (8, 32)])
@@ -107,3 +110,21 @@ def test_save_and_load_round_trip(tmp_path):
     (tmp_path / "bad.npy").write_text("not numpy")
     with pytest.raises(InputError, match="cannot read"):
         load_mask(tmp_path / "bad.npy", (32, 32))
+
+
+@pytest.mark.parametrize(
+    "acc,fraction,lines",
+    [(4, 0.08, {128: 10, 256: 20}), (5, 0.064, {128: 8, 256: 16}), (8, 0.04, {128: 5, 256: 10})],
+)
+def test_run_mask_has_stated_acceleration_and_centre(acc, fraction, lines):
+    """The mask a run uses (default centre fraction) at the run sizes 128 and 256."""
+    assert default_center_fraction(acc) == pytest.approx(fraction)
+    for width, n in lines.items():
+        m = run_mask(MaskConfig(acceleration=acc, kind="random", seed=3), (width, width))
+        assert m.shape == (width,) and m.sum() == round(width / acc)
+        assert acceleration_of(m) == pytest.approx(acc, rel=0.02)
+        # a contiguous, fully sampled block of n = round(W * fraction) lines holding DC
+        assert round(width * fraction) == n
+        pad = (width - n + 1) // 2
+        assert m[pad : pad + n].all() and pad <= width // 2 < pad + n
+        np.testing.assert_array_equal(center_lines(width, fraction), np.arange(pad, pad + n))

@@ -1,8 +1,9 @@
 """Configuration of reconstruction (DC-CNN) and super-resolution (VDSR) training, with presets.
 
-Presets (``--config NAME``): ``cpu-128`` (128x128 slices, feasible on 2 CPU cores), ``paper-256``
-(KD-MRI's 256x256 setting: Adam 1e-3, batch 4; uses a GPU when one exists), ``demo`` (64x64,
-minutes) and ``test`` (tiny, for the test-suite).
+Presets (``--config NAME``): ``cpu-128`` (128x128 slices, feasible on 2 CPU cores),
+``cpu-128-pooled`` (the same on every real slice of ``../shared/data``, split by subject, with
+intensity augmentation), ``paper-256`` (KD-MRI's 256x256 setting: Adam 1e-3, batch 4; uses a GPU
+when one exists), ``demo`` (64x64, minutes) and ``test`` (tiny, for the test-suite).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from medistill.errors import InputError
 from medistill.train import LoopConfig
 from medistill.train.config import preset_files, renamed
 
@@ -21,6 +23,7 @@ __all__ = [
     "ModelConfig",
     "ReconConfig",
     "SRConfig",
+    "check_fractions",
     "presets",
 ]
 
@@ -55,26 +58,84 @@ class ModelConfig:
     sr_channels: int = 64
 
 
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    """Raise a one-line :class:`~medistill.errors.InputError` unless both held-out fractions are
+    in [0, 1) and their sum is below 1."""
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"config: data.{name} must be a number in [0, 1), got {value!r}")
+        if not 0.0 <= value < 1.0:
+            raise InputError(f"config: data.{name} must be in [0, 1), got {value!r}")
+    if val_fraction + test_fraction >= 1.0:
+        raise InputError(
+            "config: data.val_fraction + data.test_fraction must be < 1 (some subjects must "
+            f"train), got {val_fraction} + {test_fraction}"
+        )
+
+
 @dataclass
 class DataConfig:
     """Training slices.
 
     Attributes:
-        source: ``"embedded"`` (MNI152 slices shipped with nilearn) or ``"files"`` (``paths``).
-        paths: files or folders of volumes / slices (``files`` only).
+        source: ``"embedded"`` (MNI152 slices shipped with nilearn), ``"files"`` (``paths``) or
+            ``"pooled"`` (every real slice under ``paths``, split by subject:
+            :mod:`medistill.recon.pooled`).
+        paths: files or folders of volumes / slices (``files``); roots laid out like
+            ``../shared/data``, folders or files (``pooled``; empty: ``../shared/data`` relative to
+            the current directory when it exists).
         size: side of the square slices (128 on a CPU, 256 in the paper).
         slices: number of embedded slices (``embedded``), or at most this many planes per
-            volume (``files``; 0 = all).
+            volume (``files``) or per volume and axis (``pooled``); 0 = all.
         min_area: keep planes whose foreground is at least this fraction of the largest.
-        seed: seed of the embedded slices.
+        seed: seed of the embedded slices and of the ``pooled`` subject split.
+        val_fraction: fraction of each group's subjects held out for validation (``pooled``).
+        test_fraction: fraction of each group's subjects held out for testing (``pooled``).
+        augment: augment training slices (:func:`medistill.recon.augment.augment_slices`) before
+            their k-space is simulated; the ``aug_*`` keys act only when this is true.
+        aug_gamma: ``(low, high)`` range of the gamma exponent, log-uniform; ``(1, 1)`` = off.
+        aug_invert: probability of inverting the contrast inside the foreground (T2-like).
+        aug_bias: bound of the log standard deviation of a smooth multiplicative bias field.
+        aug_noise: bound of the standard deviation of added Gaussian noise (intensity units,
+            slices in [0, 1]).
+        aug_flip: random left-right and up-down flips (each with probability 1/2).
     """
 
-    source: Literal["embedded", "files"] = "embedded"
+    source: Literal["embedded", "files", "pooled"] = "embedded"
     paths: list[str] = field(default_factory=list)
     size: int = 128
     slices: int = 200
     min_area: float = 0.25
     seed: int = 0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    augment: bool = False
+    aug_gamma: tuple[float, float] = (0.7, 1.5)
+    aug_invert: float = 0.3
+    aug_bias: float = 0.3
+    aug_noise: float = 0.02
+    aug_flip: bool = True
+
+    def __post_init__(self) -> None:
+        """Refuse values no run can use, when the config is loaded."""
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`~medistill.errors.InputError` (one line) for unusable values."""
+        check_fractions(self.val_fraction, self.test_fraction)
+        gamma = tuple(self.aug_gamma)
+        if len(gamma) != 2 or not 0 < gamma[0] <= gamma[1] < float("inf"):
+            raise InputError(
+                f"config: data.aug_gamma must be [low, high] with 0 < low <= high, got {gamma!r}"
+            )
+        if not 0.0 <= self.aug_invert <= 1.0:
+            raise InputError(f"config: data.aug_invert must be in [0, 1], got {self.aug_invert!r}")
+        for name in ("aug_bias", "aug_noise"):
+            value = getattr(self, name)
+            if not 0.0 <= value < float("inf"):
+                raise InputError(f"config: data.{name} must be a finite number >= 0, got {value!r}")
+        if self.slices < 0:
+            raise InputError(f"config: data.slices must be >= 0, got {self.slices!r}")
 
 
 @dataclass

@@ -33,6 +33,7 @@ __all__ = [
     "SliceSet",
     "embedded_set",
     "fit_square",
+    "plane_stack",
     "read_fastmri",
     "read_slice_set",
     "read_volume",
@@ -126,6 +127,36 @@ def _stack(volume: np.ndarray, size: int, min_area: float, max_slices: int | Non
     planes = volume[None] if volume.ndim == 2 else np.moveaxis(volume[:, :, idx], 2, 0)
     planes = np.clip(planes / top, 0.0, 1.0)
     return fit_square(planes, size).clip(0.0, 1.0).astype(np.float32)
+
+
+def plane_stack(
+    volume: np.ndarray,
+    size: int,
+    *,
+    axis: int = -1,
+    min_area: float = 0.25,
+    max_slices: int | None = None,
+) -> np.ndarray:
+    """The planes of a volume across ``axis`` as square training slices.
+
+    Planes are kept by :func:`select_slices` (foreground area), at most ``max_slices`` of them
+    evenly spread, divided by the volume's maximum, clipped to [0, 1] and put on a
+    ``size x size`` grid by :func:`fit_square`.
+
+    Args:
+        volume: ``(X, Y, Z)`` array (or ``(X, Y)``: one plane, ``axis`` ignored).
+        size: side of the output slices.
+        axis: the axis the planes are perpendicular to.
+        min_area: see :func:`select_slices`.
+        max_slices: at most this many planes, all when ``None``.
+
+    Returns:
+        ``(N, size, size)`` float32 in [0, 1]; ``N = 0`` for an empty volume.
+    """
+    vol = np.asarray(volume)
+    if vol.ndim == 3:
+        vol = np.moveaxis(vol, axis, -1)
+    return _stack(vol, int(size), min_area, max_slices)
 
 
 def read_fastmri(path: PathLike) -> np.ndarray:

@@ -42,7 +42,22 @@ __all__ = [
 
 
 def default_center_fraction(acceleration: float) -> float:
-    """``0.32 / acceleration``: fastMRI's 0.08 at 4x and 0.04 at 8x."""
+    """The fully sampled central fraction of k-space lines used when none is given.
+
+    ``0.32 / acceleration``: fastMRI's 0.08 at 4x and 0.04 at 8x (its ``RandomMaskFunc``
+    settings), and 0.064 at 5x, which fastMRI does not define (the same rule, this project's
+    choice). With :func:`center_lines` rounding ``W * fraction``:
+
+    ============  ========  ==============  ==============
+    acceleration  fraction  lines, W = 128  lines, W = 256
+    ============  ========  ==============  ==============
+    4x            0.08      10              20
+    5x            0.064     8               16
+    8x            0.04      5               10
+    ============  ========  ==============  ==============
+
+    ``mask.center_fraction = 0`` in a recon config means this default.
+    """
     return 0.32 / float(acceleration)
 
 

@@ -9,9 +9,10 @@ shared loop, including KD-MRI's three-step distillation.
 - Baselines: ``mode = "none"`` (student with L1 alone), ``"at"`` alone, ``"imitation"`` from
   scratch.
 
-Batches: ``batch_size`` training slices drawn uniformly from the step's generator; recon inputs are
-simulated with the run's fixed mask (zero-filled magnitude, k-space, mask), SR inputs by keeping
-the central k-space block.
+Batches: ``batch_size`` training slices drawn uniformly from the step's generator, augmented
+(``data.augment``: :mod:`medistill.recon.augment`, same generator); recon inputs are simulated from
+those targets with the run's fixed mask (zero-filled magnitude, k-space, mask), SR inputs by
+keeping the central k-space block.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 from torch.nn import functional as F
 
 from medistill.errors import InputError
+from medistill.recon.augment import augment_slices
 from medistill.recon.config import DataConfig, ReconConfig
 from medistill.recon.data import SliceSet, embedded_set, read_slice_set
 from medistill.recon.distill import AT_DISTANCES, attention_loss, imitation_loss
@@ -43,6 +45,7 @@ from medistill.recon.model import (
     run_mask,
     teacher_role,
 )
+from medistill.recon.pooled import pooled_set
 from medistill.train import StepContext, Trainer, is_main_process
 from medistill.typing import PathLike
 
@@ -54,7 +57,10 @@ __all__ = ["DISTILL_KINDS", "ReconTask", "check_config", "train", "training_slic
 
 
 def training_slices(cfg: DataConfig) -> SliceSet:
-    """The training slices of a run (embedded train split, or the files of ``cfg.paths``)."""
+    """The training slices of a run: the embedded train split, the files of ``cfg.paths``, or the
+    train split of the ``pooled`` subjects (:func:`medistill.recon.pooled.pooled_set`)."""
+    if cfg.source == "pooled":
+        return pooled_set(cfg, "train")
     if cfg.source == "embedded":
         return embedded_set(cfg.slices, cfg.size, seed=cfg.seed, split="train")
     if cfg.source == "files":
@@ -63,7 +69,7 @@ def training_slices(cfg: DataConfig) -> SliceSet:
         return read_slice_set(
             cfg.paths, cfg.size, min_area=cfg.min_area, max_slices=cfg.slices or None
         )
-    raise InputError(f"data.source must be 'embedded' or 'files', got {cfg.source!r}")
+    raise InputError(f"data.source must be 'embedded', 'files' or 'pooled', got {cfg.source!r}")
 
 
 class ReconTask:
@@ -114,10 +120,12 @@ class ReconTask:
         return {"model": torch.optim.Adam(modules["model"].parameters(), lr=lr)}
 
     def make_batch(self, step: int, rank: int, generator: torch.Generator) -> dict[str, Any]:
-        """Batch of ``step``: ``target`` ``(B, 1, S, S)`` and the network inputs (``input``;
-        recon also ``kspace`` (complex) and ``mask`` ``(1, 1, 1, S)``)."""
+        """Batch of ``step``: ``target`` ``(B, 1, S, S)`` (augmented when ``data.augment``) and the
+        network inputs simulated from it (``input``; recon also ``kspace`` (complex) and ``mask``
+        ``(1, 1, 1, S)``)."""
         idx = torch.randint(len(self.images), (self.cfg.loop.batch_size,), generator=generator)
-        target = self.images[idx].unsqueeze(1)
+        # augmentation acts on the target image, before k-space is simulated from it
+        target = augment_slices(self.images[idx].unsqueeze(1), self.cfg.data, generator)
         if self.sr:
             return {"target": target, "input": sr_degrade(target, self.cfg.sr.factor)}
         m = mask_tensor(self.mask)
@@ -183,6 +191,7 @@ def check_config(cfg: ReconConfig, role: str) -> None:
         raise InputError(f"mask.acceleration must be >= 1, got {cfg.mask.acceleration}")
     if cfg.sr.factor < 1:
         raise InputError(f"sr.factor must be >= 1, got {cfg.sr.factor}")
+    cfg.data.validate()
     if cfg.data.size < 16:
         raise InputError(f"data.size must be >= 16, got {cfg.data.size}")
     if cfg.data.source == "embedded" and cfg.data.slices < 1:
