@@ -13,6 +13,13 @@ Usage (from the repository root, background; a few hours at --scale 1 on 2 CPU c
     python benchmarks/recon_results.py --out runs/recon_results [--scale 1.0] [--size 128]
         [--accelerations 4,5,8] [--no-sr]
 
+With ``--source pooled`` the training data is the ``pooled`` source (``cpu-128-pooled``: every
+real slice of ../shared/data, split by subject with ``--test-fraction``, training augmentation
+on); the test set is the test split's subjects (at 0.2: the VoxelMorph subject as a 3-D volume
+re-sliced axially, 20 OASIS 2-D slices and one ANTs slice), and a second table scores the same
+test images with their contrast inverted inside the brain (T2-like; no run trains on these
+images, the augmentation inverts only training slices).
+
 An interrupted run continues where it stopped (finished runs are skipped, unfinished ones resumed).
 Every training is the ``train_recon`` command function (``medistill train ROLE ...``); the
 equivalent command lines are stored in results.json. Skips with a message when ../shared/data is
@@ -74,9 +81,60 @@ def prepare_data(folder: Path) -> tuple[list[str], list[str]]:
     return train, test
 
 
+PRESET = {"files": "cpu-128", "pooled": "cpu-128-pooled"}
+SOURCE = "files"
+
+
+def prepare_pooled(folder: Path, test_fraction: float, seed: int) -> tuple[list[str], dict]:
+    """The pooled split's test subjects as evaluation inputs (3-D volumes re-sliced axially, 2-D
+    slices linked into one folder) and their contrast-inverted copies; returns
+    ``(overrides, {"test": [...], "inverted": [...], "split": {...}})``."""
+    import torch
+
+    from medistill.io import Image, load, save
+    from medistill.recon.augment import invert_foreground
+    from medistill.recon.config import DataConfig
+    from medistill.recon.pooled import pooled_split, pooled_subjects
+
+    overrides = [
+        f"data.paths=[{SHARED}]",
+        f"data.test_fraction={test_fraction}",
+        f"data.seed={seed}",
+    ]
+    cfg = DataConfig(source="pooled", paths=[str(SHARED)], test_fraction=test_fraction, seed=seed)
+    split = pooled_split(cfg)
+    files = {s.name: s.path for s in pooled_subjects(cfg.paths)}
+    plain, inverted = folder / "test2d", folder / "inverted"
+    for sub in (plain, inverted):
+        sub.mkdir(parents=True, exist_ok=True)
+    test = [str(plain)]
+    for name in split["test"]:
+        path = files[name]
+        img = load(path, key="vol" if path.suffix == ".npz" else None, is_label=False)
+        data = np.asarray(img.data, dtype=np.float32)
+        if data.ndim == 3:  # re-slice: axial planes on the last axis
+            if path.suffix == ".npz":  # VoxelMorph LIA: axis 1 is inferior
+                data = np.ascontiguousarray(np.moveaxis(data, 1, -1)[::-1])
+            target = folder / f"{name.replace('/', '_')}.nii.gz"
+            test.append(str(target))
+        else:
+            target = plain / f"{name.replace('/', '_')}.nii.gz"
+        if not target.exists():
+            save(Image(data), target)
+        stack = data[..., None] if data.ndim == 2 else data
+        planes = torch.from_numpy(np.moveaxis(stack, -1, 0)[:, None].copy())
+        planes = planes / planes.amax().clamp_min(1e-8)
+        inv = invert_foreground(planes)[:, 0].numpy()
+        inv_data = np.moveaxis(inv, 0, -1)
+        inv_target = inverted / target.name
+        if not inv_target.exists():
+            save(Image(inv_data[..., 0] if data.ndim == 2 else inv_data), inv_target)
+    return overrides, {"test": test, "inverted": [str(inverted)], "split": split}
+
+
 def command_line(role: str, out: Path, overrides: list[str]) -> str:
     sets = " ".join(f"--set '{o}'" for o in overrides)
-    return f"medistill train {role} --config cpu-128 --out {out} {sets}"
+    return f"medistill train {role} --config {PRESET[SOURCE]} --out {out} {sets}"
 
 
 def train_run(role: str, out: Path, overrides: list[str], log: list[str]) -> None:
@@ -89,7 +147,7 @@ def train_run(role: str, out: Path, overrides: list[str], log: list[str]) -> Non
     print(f"$ {text}", flush=True)
     log.append(text)
     t = time.perf_counter()
-    train_recon(role, "cpu-128", out, resume=(out / "last.pt").exists(), set_=overrides)
+    train_recon(role, PRESET[SOURCE], out, resume=(out / "last.pt").exists(), set_=overrides)
     print(f"  done in {time.perf_counter() - t:.0f} s", flush=True)
 
 
@@ -102,6 +160,7 @@ def run_group(
     out: Path,
     test: list[str],
     results: dict,
+    extra_tests: dict[str, list[str]] | None = None,
 ) -> None:
     """Teacher and the four students of one setting (``kind`` recon or sr) in ``out/name``."""
     from medistill.recon.inference import evaluate
@@ -127,6 +186,13 @@ def run_group(
             print(f"  evaluating {tag} / {label}", flush=True)
             evaluate(folder / sub / "model.pt", test, folder / sub / "eval")
         group[label] = json.loads(summary_path.read_text())
+        for suffix, images in (extra_tests or {}).items():
+            extra_path = folder / sub / f"eval_{suffix}" / "summary.json"
+            if not extra_path.exists():
+                print(f"  evaluating {tag} / {label} on {suffix}", flush=True)
+                evaluate(folder / sub / "model.pt", images, extra_path.parent)
+            results.setdefault(f"{tag} ({suffix})", {})[label] = json.loads(extra_path.read_text())
+            results[f"{tag} ({suffix})"]["_folder"] = name
     group["_folder"] = name
     group["_commands"] = group.get("_commands", []) + log
     group["_wall_s"] = group.get("_wall_s", 0.0) + time.perf_counter() - t0
@@ -199,18 +265,29 @@ def main() -> int:
     parser.add_argument("--no-sr", action="store_true", help="skip super-resolution")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for the latency")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per latency")
+    parser.add_argument("--source", choices=("files", "pooled"), default="files")
+    parser.add_argument("--test-fraction", type=float, default=0.2, help="pooled: per group")
+    parser.add_argument("--seed", type=int, default=0, help="pooled: the split's seed")
     args = parser.parse_args()
+    global SOURCE
+    SOURCE = args.source
     if not SHARED.is_dir():
         print(f"skipped: real data not found at {SHARED}")
         return 0
     logging.basicConfig(level=logging.WARNING)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    train, test = prepare_data(out / "data")
     steps = max(2, int(args.steps * args.scale))
+    extra_tests: dict[str, list[str]] = {}
+    if SOURCE == "pooled":
+        source, found = prepare_pooled(out / "data", args.test_fraction, args.seed)
+        test, extra_tests["inverted contrast"] = found["test"], found["inverted"]
+        (out / "split.json").write_text(json.dumps(found["split"], indent=2))
+    else:
+        train, test = prepare_data(out / "data")
+        source = ["data.source=files", f"data.paths=[{', '.join(train)}]"]
     base = [
-        "data.source=files",
-        f"data.paths=[{', '.join(train)}]",
+        *source,
         f"data.size={args.size}",
         "data.slices=0",
         "loop.progress=false",
@@ -223,12 +300,14 @@ def main() -> int:
         tag = f"recon {acc:g}x"
         tags.append(tag)
         base_acc = [*base, f"mask.acceleration={acc}"]
-        run_group("recon", tag, f"recon_{acc:g}x", base_acc, steps, out, test, results)
+        run_group("recon", tag, f"recon_{acc:g}x", base_acc, steps, out, test, results, extra_tests)
         results_path.write_text(json.dumps(results, indent=2))
     if not args.no_sr:
         tag = "sr 4x (central 1/4 of k-space per axis)"
         tags.append(tag)
-        run_group("sr", tag, "sr_4x", [*base, "sr.factor=4"], steps, out, test, results)
+        run_group(
+            "sr", tag, "sr_4x", [*base, "sr.factor=4"], steps, out, test, results, extra_tests
+        )
         results_path.write_text(json.dumps(results, indent=2))
     latency(out, results, tags, args.threads, args.repeats)
     results["_settings"] = {**vars(args), "out": str(out), "steps": steps}
