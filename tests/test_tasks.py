@@ -3,7 +3,9 @@ checkpoint loads into one LoadedModel with its format version and (registration)
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import torch
 
 from medistill.cli.main import main
 from medistill.errors import InputError
@@ -58,3 +60,33 @@ def test_bad_loop_values_and_resume_of_nothing_write_nothing(tmp_path, capsys, s
     err = capsys.readouterr().err
     assert code == 2 and "--resume: no checkpoint" in err
     assert not out.exists()
+
+
+def test_every_task_writes_an_io_contract(tmp_path):
+    """Recon and label-transfer checkpoints carry the same kind of I/O contract as registration
+    ones: working shape, inputs, output."""
+    from medistill.labeltransfer.config import LabelTransferConfig
+    from medistill.labeltransfer.model import checkpoint_meta as lt_meta
+    from medistill.recon.config import ReconConfig
+    from medistill.recon.model import checkpoint_meta as recon_meta
+    from medistill.registration.config import RegistrationConfig
+    from medistill.registration.model import checkpoint_meta as reg_meta
+
+    net = torch.nn.Conv2d(1, 1, 1)
+    recon = recon_meta(ReconConfig(), "recon-teacher", net, None)["io"]
+    assert recon["working_shape"] == [ReconConfig().data.size] * 2 and "kspace" in recon["inputs"]
+    sr = recon_meta(ReconConfig(), "sr-student", net, None)["io"]
+    assert "low-resolution" in sr["inputs"]
+    reg = reg_meta(RegistrationConfig(), "student", net)["io"]
+    assert reg["working_shape"] == list(RegistrationConfig().data.shape)
+
+    class _Atlas:
+        image = torch.zeros(1, 1, 4, 4)
+        labels = torch.zeros(1, 1, 4, 4)
+        affine = np.eye(4)
+        values = torch.tensor([0, 1])
+
+    lt = lt_meta(LabelTransferConfig(), net, _Atlas())["io"]
+    assert lt["working_shape"] == list(LabelTransferConfig().data.shape)
+    for contract in (recon, sr, reg, lt):
+        assert set(contract) >= {"working_shape", "inputs", "output"}

@@ -5,9 +5,10 @@ and runs it (:func:`run_task`); :func:`load` reads any task's checkpoint into on
 :class:`LoadedModel`. A new task is one :class:`Task` entry, not another branch in each command.
 Task modules are imported only when a task is used.
 
-Every checkpoint carries its format ``version`` (``medistill.train.loop.CHECKPOINT_VERSION``);
-registration checkpoints also an ``io`` contract (working shape, input normalisation, output
-units), as MONAI bundles keep their ``network_data_format``.
+Every checkpoint carries its format ``version`` (``medistill.train.loop.CHECKPOINT_VERSION``)
+and an ``io`` contract (working shape, input normalisation, output units; checkpoints written
+before 2026-11-30 by recon and label transfer lack it), as MONAI bundles keep their
+``network_data_format``.
 """
 
 from __future__ import annotations

@@ -251,6 +251,16 @@ def checkpoint_meta(cfg: LabelTransferConfig, net: nn.Module, atlas: Atlas) -> d
         "role": role_of(cfg),
         "config": to_dict(cfg),
         "params": count_parameters(net),
+        "io": {
+            "working_shape": list(cfg.data.shape),
+            "grid": "isotropic RAS grid around the image's content (WorkingGrid.around)",
+            "inputs": "atlas, image: (B, 1, *working_shape) float32, intensities clipped to "
+            "their 0.5 / 99.5 percentiles and scaled to [0, 1]; atlas labels one-hot "
+            "(B, L, *working_shape) in the order of atlas.values",
+            "output": "forward displacement (B, ndim, *working_shape) in working-grid voxels, "
+            "channel k along axis k; warped_atlas(x) = atlas(x + disp(x)); labels warped "
+            "linearly on one-hot, then argmax",
+        },
         "atlas": {
             "image": atlas.image.detach().cpu().float(),
             "labels": atlas.labels.detach().cpu().to(torch.int32),

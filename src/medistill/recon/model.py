@@ -102,10 +102,33 @@ def checkpoint_meta(
         "role": role,
         "config": to_dict(cfg),
         "params": count_parameters(model),
+        "io": recon_io(cfg, role),
     }
     if mask is not None:
         meta["mask"] = torch.from_numpy(np.asarray(mask, dtype=bool))
     return meta
+
+
+def recon_io(cfg: ReconConfig, role: str) -> dict[str, Any]:
+    """The I/O contract of a recon / SR checkpoint (shapes, normalisation, units)."""
+    size = int(cfg.data.size)
+    if role.startswith("sr"):
+        return {
+            "working_shape": [size, size],
+            "inputs": f"image: (B, 1, {size}, {size}) float32 magnitude, each volume scaled to "
+            f"max 1, low-resolution (the central 1/{cfg.sr.factor} of k-space per axis) "
+            "brought back to the full grid",
+            "output": f"image: (B, 1, {size}, {size}) float32 magnitude on the same scale",
+        }
+    return {
+        "working_shape": [size, size],
+        "inputs": f"image: (B, 1, {size}, {size}) float32 zero-filled magnitude; kspace: "
+        f"(B, 1, {size}, {size}) complex64 undersampled k-space, centred layout (DC at H//2, "
+        "W//2), orthonormal FFT; mask: 0/1 lines along the last axis (stored in the "
+        "checkpoint); each volume scaled to max 1",
+        "output": f"image: (B, 1, {size}, {size}) float32 magnitude, data-consistent on the "
+        "measured lines, on the input's scale",
+    }
 
 
 def export_model(state: dict[str, Any], path: PathLike) -> None:
