@@ -3,12 +3,14 @@ the subject split (disjoint, complete, deterministic); slices per subject; confi
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 from PIL import Image as PILImage
 from scipy.io import savemat
 
@@ -27,7 +29,7 @@ from medistill.recon.pooled import (
     split_subjects,
 )
 from medistill.recon.training import train, training_slices
-from medistill.train import load_config
+from medistill.train import load_checkpoint, load_config
 
 SIZE = 32
 
@@ -240,3 +242,46 @@ def test_shared_data_split(shared_data):
     assert split == pooled_split(cfg)
     train_set = pooled_set(cfg, "train")  # about 2 s: three 3-D brains, three planes each
     assert train_set.names == split["train"] and len(train_set) > 1000
+
+
+def test_validation_on_the_val_subjects_keeps_the_best_weights(root, tmp_path):
+    """``loop.val_every`` scores PSNR on the val split; model.pt holds the best-scoring weights
+    (those of best.pt), not necessarily the last ones."""
+    from medistill.recon.model import load_model
+    from medistill.recon.training import ReconTask, validation_slices
+
+    overrides = [
+        "data.source=pooled", f"data.paths=[{root}]", f"data.size={SIZE}",
+        "model.cascades=2", "model.channels=8", "loop.steps=6", "loop.checkpoint_every=2",
+        "loop.val_every=2", "data.val_fraction=0.3",
+    ]  # fmt: skip
+    cfg = load_config(ReconConfig, "test", presets=presets(), overrides=overrides)
+    state = train("recon-teacher", cfg, tmp_path / "run")
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    scores = {r["step"]: r["val_score"] for r in log if "val_score" in r}
+    assert sorted(scores) == [2, 4, 6]
+    assert best["step"] == max(scores, key=scores.get) == state["best_step"]
+    model = load_model(tmp_path / "run" / "model.pt")
+    for key, value in best["modules"]["model"].items():
+        assert torch.equal(model.net.state_dict()[key], value)
+    # the score is the mean PSNR of the exported model on the val slices
+    task = ReconTask(
+        cfg, "recon-teacher", validation_slices(cfg.data), val_slices=validation_slices(cfg.data)
+    )
+    task.model.load_state_dict(best["modules"]["model"])
+    task.model.eval()
+    with torch.no_grad():
+        assert task.validate({"model": task.model}) == pytest.approx(scores[best["step"]], abs=1e-4)
+
+
+def test_val_every_needs_a_split_source(tmp_path):
+    cfg = load_config(
+        ReconConfig,
+        "test",
+        presets=presets(),
+        overrides=["loop.val_every=2", "loop.checkpoint_every=2"],
+    )
+    with pytest.raises(InputError, match="validation subjects"):
+        train("recon-teacher", cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

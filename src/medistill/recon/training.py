@@ -18,6 +18,7 @@ keeping the central k-space block.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,18 @@ def training_slices(cfg: DataConfig) -> SliceSet:
     raise InputError(f"data.source must be 'embedded', 'files' or 'pooled', got {cfg.source!r}")
 
 
+def validation_slices(cfg: DataConfig, limit: int = 64) -> SliceSet | None:
+    """The validation slices of a run: the ``val`` split of the ``pooled`` subjects (at most
+    ``limit`` slices, evenly spread); ``None`` for the other sources (no subject split)."""
+    if cfg.source != "pooled":
+        return None
+    val = pooled_set(cfg, "val")
+    if len(val.images) > limit:
+        keep = np.linspace(0, len(val.images) - 1, limit).round().astype(int)
+        val = dataclasses.replace(val, images=val.images[keep])
+    return val
+
+
 class ReconTask:
     """The :class:`~medistill.train.TrainTask` of reconstruction / super-resolution.
 
@@ -82,6 +95,7 @@ class ReconTask:
         kind: distillation kind of a student (``none``, ``at``, ``imitation``); teachers ``none``.
         teacher: the trained teacher (``at`` / ``imitation``), frozen.
         init: weights to start from (step 3 starts from step 2's).
+        val_slices: validation slices (``loop.val_every``: mean PSNR on them, higher is better).
     """
 
     def __init__(
@@ -93,6 +107,7 @@ class ReconTask:
         kind: str = "none",
         teacher: ReconModel | None = None,
         init: dict[str, torch.Tensor] | None = None,
+        val_slices: SliceSet | None = None,
     ) -> None:
         self.cfg = cfg
         self.role = check_role(role)
@@ -111,6 +126,34 @@ class ReconTask:
             self.model = build_model(cfg.model, role)
         if init is not None:
             self.model.load_state_dict(init)
+        self.val_images = (
+            None
+            if val_slices is None
+            else torch.from_numpy(np.ascontiguousarray(val_slices.images, dtype=np.float32))
+        )
+        if self.val_images is None:
+            self.validate = None  # type: ignore[assignment]  # the loop then refuses val_every
+
+    def validate(self, modules: dict[str, torch.nn.Module]) -> float:
+        """Mean PSNR (dB, data range = each slice's maximum) of the network on the validation
+        slices, simulated with the run's mask (recon) or degradation (SR); no augmentation."""
+        model = modules["model"]
+        device = next(model.parameters()).device
+        target = self.val_images.unsqueeze(1).to(device)
+        if self.sr:
+            inputs: tuple[torch.Tensor, ...] = (sr_degrade(target, self.cfg.sr.factor),)
+        else:
+            m = mask_tensor(self.mask).to(device)
+            sim = simulate(target, m, "centered")
+            inputs = (sim.zero_filled, sim.kspace, m)
+        scores = []
+        for i in range(0, len(target), 8):
+            out = model(*(x[i : i + 8] if x.shape[0] == len(target) else x for x in inputs))
+            pred, ref = out.image.float(), target[i : i + 8]
+            mse = ((pred - ref) ** 2).flatten(1).mean(1).clamp_min(1e-12)
+            peak = ref.flatten(1).amax(1).clamp_min(1e-12)
+            scores.append(10 * torch.log10(peak**2 / mse))
+        return float(torch.cat(scores).mean())
 
     # -- TrainTask
     def modules(self) -> dict[str, torch.nn.Module]:
@@ -250,7 +293,12 @@ def _fit(
     if role.endswith("student") and kind in ("at", "imitation"):
         teacher = _load_teacher(cfg, role, mask)
     state_init = _load_init(init, role) if init else None
-    task = ReconTask(cfg, role, slices, kind=kind, teacher=teacher, init=state_init)
+    val = validation_slices(cfg.data) if cfg.loop.val_every else None
+    if cfg.loop.val_every and val is None:
+        raise InputError(
+            "loop.val_every needs validation subjects: use data.source 'pooled' (split by subject)"
+        )
+    task = ReconTask(cfg, role, slices, kind=kind, teacher=teacher, init=state_init, val_slices=val)
     main_process = is_main_process()
     if main_process:
         out.mkdir(parents=True, exist_ok=True)

@@ -54,6 +54,11 @@ class LoopConfig:
         deterministic: ask PyTorch for deterministic algorithms (CPU runs are reproducible).
         grad_clip: clip the gradient norm of each optimizer's parameters to this (0: no clipping).
             Steps whose loss or gradients are not finite are skipped in any case (and counted).
+        val_every: validate every this many steps (a multiple of ``checkpoint_every``; 0: never)
+            on the task's validation data (tasks that have a ``validate`` method); the best
+            weights so far are kept in ``best.pt`` and exported as the run's model.
+        patience: stop early after this many validations in a row without improvement
+            (0: never stop early).
     """
 
     steps: int = 1000
@@ -70,6 +75,8 @@ class LoopConfig:
     progress: bool = True
     deterministic: bool = True
     grad_clip: float = 0.0
+    val_every: int = 0
+    patience: int = 0
 
     def __post_init__(self) -> None:
         """Refuse values no run can use, when the config is loaded (before anything is written)."""
@@ -84,6 +91,18 @@ class LoopConfig:
             raise InputError(f"config: loop.threads must be an integer >= 0, got {self.threads!r}")
         if not (isinstance(self.grad_clip, (int, float)) and self.grad_clip >= 0):
             raise InputError(f"config: loop.grad_clip must be >= 0, got {self.grad_clip!r}")
+        for name in ("val_every", "patience"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InputError(f"config: loop.{name} must be an integer >= 0, got {value!r}")
+        if self.val_every and self.val_every % self.checkpoint_every:
+            raise InputError(
+                f"config: loop.val_every ({self.val_every}) must be a multiple of "
+                f"loop.checkpoint_every ({self.checkpoint_every}), so that a resumed run "
+                "validates at the same steps"
+            )
+        if self.patience and not self.val_every:
+            raise InputError("config: loop.patience needs loop.val_every > 0")
 
 
 class TrainTask(Protocol):
@@ -102,6 +121,9 @@ class TrainTask(Protocol):
 
     def training_step(self, batch: dict[str, Any], step: int, ctx: StepContext) -> dict[str, float]:
         """One optimisation step; returns named scalar losses for the log."""
+
+    # Optional: ``validate(modules) -> float``, a score on held-out validation data where higher
+    # is better (e.g. PSNR, Dice), computed the same on every process; used by ``val_every``.
 
 
 @dataclass
@@ -310,6 +332,7 @@ class Trainer:
         self.resume = resume
         self.fabric: Any = None
         self.state: dict[str, Any] = {}
+        self.validation: dict[str, Any] = {}
 
     @property
     def last_path(self) -> Path:
@@ -400,6 +423,13 @@ class Trainer:
         meta = {"precision": precision, "channels_last": channels_last, "speed_timings": timings}
         if rank == 0 and timings:
             log.info("measured CPU step times %s -> %s", timings, meta)
+        validate = getattr(task, "validate", None) if cfg.val_every else None
+        if cfg.val_every and validate is None:
+            raise InputError("loop.val_every: this task has no validation data")
+        self.validation = dict((resume_state or {}).get("validation", {}))
+        if self.validation.get("stopped"):
+            log.info("run stopped early at step %d; nothing to do", start)
+            start = cfg.steps
         bar = self._progress(start)
         t0 = time.perf_counter()
         losses: dict[str, float] = {}
@@ -426,13 +456,56 @@ class Trainer:
                         "seconds": time.perf_counter() - t0,
                     }
                 )
-            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            stop = False
+            if validate is not None and (done % cfg.val_every == 0 or done == cfg.steps):
+                stop = self._validate(done, validate, modules, extra_state)
+            if done % cfg.checkpoint_every == 0 or done == cfg.steps or stop:
                 self._checkpoint(done, modules, wrapped_opt, extra_state, meta)
+            if stop:
+                log.info("validation: no improvement in %d checks; stopped at step %d",
+                         cfg.patience, done)  # fmt: skip
+                break
         if bar is not None:
             bar.close()
         if start >= cfg.steps and rank == 0 and resume_state is not None:
-            return resume_state
+            self.state = resume_state
+        if cfg.val_every and self.state and (self.out_dir / "best.pt").exists():
+            best = load_checkpoint(self.out_dir / "best.pt")
+            return {**self.state, "modules": best["modules"], "best_step": best["step"]}
         return self.state
+
+    def _validate(self, step: int, validate, modules, extra_state) -> bool:
+        """Score the weights of ``step``; keep them in ``best.pt`` when best so far; return
+        whether training should stop (``patience`` checks without improvement)."""
+        for module in modules.values():
+            module.eval()
+        with torch.no_grad():
+            score = float(validate(modules))
+        v = self.validation
+        better = math.isfinite(score) and score > v.get("best", -math.inf)
+        if better:
+            v.update(best=score, best_step=step, bad=0)
+            if self.fabric.global_rank == 0:
+                save_checkpoint(
+                    self.out_dir / "best.pt",
+                    {
+                        "step": step,
+                        "modules": {
+                            k: {n: t.detach().cpu() for n, t in m.state_dict().items()}
+                            for k, m in modules.items()
+                        },
+                        "validation": dict(v),
+                        **(extra_state() if extra_state else {}),
+                    },
+                )
+        else:
+            v["bad"] = int(v.get("bad", 0)) + 1
+        stop = bool(self.cfg.patience) and v["bad"] >= self.cfg.patience
+        v["stopped"] = stop
+        if self.fabric.global_rank == 0:
+            self._log({"step": step, "val_score": score, "val_best": v["best"] if "best" in v
+                       else None, "val_best_step": v.get("best_step")})  # fmt: skip
+        return stop
 
     # ------------------------------------------------------------------ helpers
     def _decide_speedups(self, modules, example_inputs, resume_state):
@@ -496,6 +569,7 @@ class Trainer:
             "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
             "rng": {"torch": rng_list},
             "meta": meta,
+            "validation": dict(getattr(self, "validation", {})),
             **(extra_state() if extra_state else {}),
         }
         if fabric.global_rank == 0:
