@@ -141,3 +141,54 @@ def normalized_identity(
         base = (grid.flip(0).unsqueeze(0) / half - 1.0).contiguous()
         scale = 1.0 / half
     return base, scale
+
+
+def affine_sampling_grid(
+    voxel_map: Sequence[Sequence[float]] | Tensor,
+    dst_shape: Sequence[int],
+    src_shape: Sequence[int],
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """The ``grid_sample`` grid (``align_corners=True``) that samples a source grid at
+    ``voxel_map @ [y, 1]`` for every destination voxel ``y``, built by
+    :func:`torch.nn.functional.affine_grid` (no coordinate volume in voxel units, no flips).
+
+    Args:
+        voxel_map: ``(ndim + 1, ndim + 1)`` (or ``(ndim, ndim + 1)``) affine from destination
+            voxel indices to source voxel indices (component ``k`` along spatial axis ``k``).
+        dst_shape: destination spatial size (``ndim`` entries).
+        src_shape: source spatial size (``ndim`` entries).
+        dtype, device: of the grid (default float32 / CPU).
+
+    Returns:
+        ``(1, *dst_shape, ndim)`` normalised coordinates in reversed component order.
+    """
+    dst = _check_shape("affine_sampling_grid", dst_shape)
+    src = _check_shape("affine_sampling_grid", src_shape)
+    nd = len(dst)
+    if len(src) != nd:
+        raise InputError(
+            f"affine_sampling_grid(): 'dst_shape' and 'src_shape' differ in length ({nd} vs "
+            f"{len(src)})"
+        )
+    m = torch.as_tensor(voxel_map, dtype=torch.float64)[:nd]
+    if tuple(m.shape) != (nd, nd + 1):
+        raise InputError(
+            f"affine_sampling_grid(): 'voxel_map' must be ({nd}+1, {nd}+1), got {tuple(m.shape)}"
+        )
+    like = torch.zeros((), dtype=torch.float64)
+    h_dst, h_src = _half_extent(dst, like), _half_extent(src, like)
+    # affine_grid's base coordinate n of a destination voxel v: v = h (n + 1), except on a
+    # size-1 axis, where its only voxel (v = 0) gets n = 0; source: n = v / h - 1.
+    centre = torch.tensor(
+        [h if s > 1 else 0.0 for h, s in zip(h_dst.tolist(), dst, strict=True)], dtype=like.dtype
+    )
+    lin = m[:, :nd] * h_dst[None, :] / h_src[:, None]
+    off = (m[:, :nd] @ centre + m[:, nd]) / h_src - 1.0
+    rev = list(range(nd - 1, -1, -1))  # grid_sample's component order: last axis first
+    theta = torch.cat([lin[rev][:, rev], off[rev, None]], dim=1)
+    size = (1, 1, *dst)
+    grid = torch.nn.functional.affine_grid(theta[None], list(size), align_corners=True)
+    return grid.to(dtype=dtype or torch.float32, device=device)

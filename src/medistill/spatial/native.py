@@ -29,7 +29,6 @@ from torch import Tensor
 from medistill.errors import InputError
 from medistill.io import Image, WorkingGrid, resample_array, save, save_nifti
 from medistill.spatial.jacobian import jacobian_det
-from medistill.spatial.warp import resample
 from medistill.spatial.world import itk_displacement_nifti, resample_disp_between_grids
 from medistill.typing import PathLike
 
@@ -182,35 +181,68 @@ def outside_mask(coords: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return outside
 
 
+def sampling_grid(coords: np.ndarray, shape: tuple[int, ...]) -> Tensor:
+    """``grid_sample`` coordinates ``(1, *T, ndim)`` (``align_corners=True``) of voxel
+    coordinates ``coords`` ``(ndim, *T)`` into a grid of ``shape``: computed once, then shared
+    by every volume sampled at the same points (image, labels, each label's indicator)."""
+    crd = torch.from_numpy(np.ascontiguousarray(coords, dtype=np.float32))
+    half = torch.tensor([max(int(s) - 1, 1) / 2.0 for s in shape], dtype=torch.float32)
+    grid = crd.movedim(0, -1) / half - 1.0  # a new tensor: coords stay untouched
+    return grid.flip(-1)[None]
+
+
+def _sample(volume: Tensor, grid: Tensor, mode: str) -> Tensor:
+    """``volume`` ``(*S)`` sampled at ``grid`` (:func:`sampling_grid`), border padding."""
+    return torch.nn.functional.grid_sample(
+        volume[None, None].float(),
+        grid,
+        mode="bilinear" if mode == "linear" else "nearest",
+        padding_mode="border",
+        align_corners=True,
+    )[0, 0]
+
+
 def resample_labels(
-    labels: np.ndarray, coords: np.ndarray, *, interp: str = "nearest"
+    labels: np.ndarray,
+    coords: np.ndarray,
+    *,
+    interp: str = "nearest",
+    grid: Tensor | None = None,
+    outside: np.ndarray | None = None,
 ) -> np.ndarray:
     """A label map sampled at voxel coordinates ``coords`` ``(ndim, *T)`` of its grid; 0 outside.
 
     ``interp``: ``"nearest"`` or ``"linear"`` (each label's indicator interpolated linearly, one
     label at a time to bound memory, then the most probable label: smoother boundaries).
-    Returns int32 labels of shape ``T``.
+    ``grid`` / ``outside``: :func:`sampling_grid` and :func:`outside_mask` of ``coords`` when the
+    caller has them already. Returns int32 labels of shape ``T``.
     """
     if interp not in LABEL_INTERPOLATIONS:
         raise InputError(
             f"label interpolation must be one of {LABEL_INTERPOLATIONS}, got {interp!r}"
         )
-    crd = torch.from_numpy(np.ascontiguousarray(coords, dtype=np.float32))[None]
-    lab = torch.from_numpy(np.asarray(labels).astype(np.int32))[None, None]
+    shape = tuple(np.shape(labels))
+    if grid is None:
+        grid = sampling_grid(coords, shape)
+    data = np.asarray(labels)
     if interp == "nearest":
-        out = resample(lab, crd, mode="nearest", padding="border")[0, 0].numpy()
+        lab = torch.from_numpy(
+            data.astype(np.float32 if np.abs(data).max() < 2**24 else np.float64)
+        )
+        out = _sample(lab, grid.to(lab.dtype), "nearest").round().numpy()
     else:
-        values = np.unique(np.asarray(labels)).astype(np.int64)
-        best = torch.full(crd.shape[2:], -1.0)
-        arg = torch.zeros(crd.shape[2:], dtype=torch.long)
+        lab = torch.from_numpy(data)
+        values = np.unique(data).astype(np.int64)
+        best = torch.full(grid.shape[1:-1], -1.0)
+        arg = torch.zeros(grid.shape[1:-1], dtype=torch.long)
         for i, value in enumerate(values.tolist()):
-            prob = resample((lab == value).float(), crd, mode="linear", padding="border")[0, 0]
+            prob = _sample(lab == value, grid, "linear")
             better = prob > best
             best = torch.where(better, prob, best)
             arg = torch.where(better, torch.full_like(arg, i), arg)
         out = values[arg.numpy()]
     out = out.astype(np.int32)
-    out[outside_mask(coords, tuple(labels.shape))] = 0
+    out[outside_mask(coords, shape) if outside is None else outside] = 0
     return out
 
 
@@ -298,13 +330,16 @@ def finish_registration(
     jac = jacobian_det(disp_t[None])[0, 0].numpy()
     disp_f = disp_t.numpy()
     coords = moving_coordinates(fixed, moving, disp_f)
-    crd = torch.from_numpy(coords)[None]
-    img = torch.from_numpy(np.ascontiguousarray(moving.data, dtype=np.float32))[None, None]
-    warped = resample(img, crd, mode="linear", padding="border")[0, 0].numpy()
-    warped[outside_mask(coords, moving.shape)] = 0
+    grid = sampling_grid(coords, moving.shape)  # once for the image and its labels
+    outside = outside_mask(coords, moving.shape)
+    img = torch.from_numpy(np.ascontiguousarray(moving.data, dtype=np.float32))
+    warped = _sample(img, grid, "linear").numpy()
+    warped[outside] = 0
     warped_labels = None
     if moving_labels is not None:
-        lab = resample_labels(moving_labels.data, coords, interp=label_interp)
+        lab = resample_labels(
+            moving_labels.data, coords, interp=label_interp, grid=grid, outside=outside
+        )
         warped_labels = Image(lab, fixed.affine.copy(), True, "warped_labels")
     return Registration(
         fixed=fixed,

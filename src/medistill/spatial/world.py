@@ -18,8 +18,7 @@ from torch import Tensor
 
 from medistill.errors import InputError
 from medistill.spatial._checks import check_field
-from medistill.spatial.grid import identity_grid
-from medistill.spatial.warp import resample
+from medistill.spatial.grid import affine_sampling_grid
 
 __all__ = [
     "disp_voxel_to_world",
@@ -161,11 +160,16 @@ def resample_disp_between_grids(
     src = _homogeneous(fn, "src_affine", src_affine, nd)
     dst = _homogeneous(fn, "dst_affine", dst_affine, nd)
     dst_to_src = np.linalg.solve(src, dst)  # A_src^-1 A_dst, voxel y -> source voxel s
-    grid = identity_grid(dst_shape, dtype=disp.dtype, device=disp.device)
-    coords = _apply_linear(dst_to_src[:nd, :nd], grid.unsqueeze(0))
-    offset = torch.as_tensor(dst_to_src[:nd, nd], dtype=disp.dtype, device=disp.device)
-    coords = coords + offset.view(1, nd, *([1] * nd))
-    sampled = resample(disp, coords, mode="linear", padding="border")
+    grid = affine_sampling_grid(
+        dst_to_src, dst_shape, disp.shape[2:], dtype=disp.dtype, device=disp.device
+    )
+    sampled = torch.nn.functional.grid_sample(
+        disp,
+        grid.expand(disp.shape[0], *grid.shape[1:]),
+        mode="bilinear",
+        padding_mode="border",
+        align_corners=True,
+    )
     return _apply_linear(np.linalg.solve(dst[:nd, :nd], src[:nd, :nd]), sampled)
 
 
