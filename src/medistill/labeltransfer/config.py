@@ -41,12 +41,16 @@ class ModelConfig:
             ``"composed"`` warps the atlas once with the composed field (one interpolation, as
             the cascades do) or ``"sequential"`` warps ``u_bar`` again (two interpolations,
             whose blur the cycle terms then penalise even for exactly inverse fields).
+        forward_init: a label-transfer checkpoint (LT-Net or forward-only, same ``ndim``,
+            ``enc``, ``dec``) whose forward generator starts ``G_F`` ("" = random start): LT-Net
+            then adds its cycles to a forward registration that already works.
     """
 
     ndim: int = 3
     enc: tuple[int, ...] = (16, 32, 32, 32)
     dec: tuple[int, ...] = (32, 32, 32, 32, 32, 16, 16)
     cycle_warp: Literal["composed", "sequential"] = "composed"
+    forward_init: str = ""
 
 
 @dataclass
@@ -134,6 +138,19 @@ class LossConfig:
             larger and opposed), so zero deformation is a stable point of the full objective.
         cycle_ramp: steps after the warm-up over which the cycle terms' weights on ``G_F`` rise
             linearly from 0 to their values (0: at once).
+        backward_pretrain: first steps that train ``G_B`` alone to invert random smooth fields
+            (the transformation cycle as a supervised target: the atlas warped by a random
+            B-spline field ``D``, ``G_B`` must map it back, ``L_trans(D, Delta_B)``); ``G_F``
+            and the discriminator do not move. 0: none. ``cycle_start`` counts from step 0.
+        pretrain_disp: bound (voxels, per component) of those random fields.
+        pretrain_pool: 0 draws a new field for every image of every pre-training step; ``N``
+            cycles through ``N`` fields drawn once from ``data.seed`` (a known set to invert).
+        balance: ``"none"`` (the seed's weights on the raw terms) or ``"initial"``: each term
+            is divided by its magnitude at the first joint step (stored in the checkpoint), so
+            the seed's weights act as ratios between terms of equal size and no term can buy
+            its minimum by undoing the alignment.
+        collapse_threshold: the collapse guard flags ``G_F`` when the spread of its fields over
+            a fixed probe of training images (:func:`field_spread`) falls below this.
     """
 
     gan: float = 1.0
@@ -152,6 +169,11 @@ class LossConfig:
     include_background: bool = False
     cycle_start: int = 0
     cycle_ramp: int = 0
+    backward_pretrain: int = 0
+    pretrain_disp: float = 4.0
+    pretrain_pool: int = 0
+    balance: Literal["none", "initial"] = "none"
+    collapse_threshold: float = 0.05
 
 
 @dataclass
@@ -163,6 +185,10 @@ class LabelTransferConfig:
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
+
+
+#: the LT-Net loss terms, in the order of the checkpoint's balance scales.
+LOSS_TERMS = ("gan", "sim", "cyc", "anatomy", "smooth", "trans", "diff")
 
 
 def uses_backward(loss: LossConfig) -> bool:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from medistill.errors import InputError
-from medistill.labeltransfer.config import LabelTransferConfig, role_of, uses_backward
+from medistill.labeltransfer.config import LOSS_TERMS, LabelTransferConfig, role_of, uses_backward
 from medistill.nets import Cascade, VoxelMorph, count_parameters
 from medistill.spatial import compose, warp
 from medistill.train import (
@@ -212,7 +212,12 @@ class ImageDiscriminator(nn.Module):
 def build_model(cfg: LabelTransferConfig) -> LTNet:
     """The generators a config describes (``G_B`` only when a backward term is on)."""
     m = cfg.model
-    return LTNet(m.ndim, m.enc, m.dec, backward=uses_backward(cfg.loss), cycle_warp=m.cycle_warp)
+    net = LTNet(m.ndim, m.enc, m.dec, backward=uses_backward(cfg.loss), cycle_warp=m.cycle_warp)
+    if cfg.loss.balance != "none":
+        # each term's magnitude at the first joint step (0 = not yet measured); a buffer, so it
+        # is saved with the weights and restored on --resume
+        net.register_buffer("balance_scales", torch.zeros(len(LOSS_TERMS)))
+    return net
 
 
 def build_discriminator(cfg: LabelTransferConfig) -> ImageDiscriminator | None:

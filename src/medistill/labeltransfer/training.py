@@ -10,6 +10,13 @@ One step (batch of unlabelled images ``u``, the atlas ``l``, ``l_s``):
    smooth (L_smooth(Delta_F) + L_smooth(Delta_B)) + trans L_trans + diff L_diff)`` with the
    discriminator frozen; both generators are updated by one optimiser.
 
+During the first ``loss.backward_pretrain`` steps only ``G_B`` trains: it learns to invert random
+smooth fields applied to the atlas (``L_trans`` against the known field), so that it inverts
+before the cycle terms reach ``G_F``. With ``loss.balance = "initial"`` every term is divided by
+its magnitude at the first joint step. Every ``loop.log_every`` steps the collapse guard logs the
+spread of ``G_F``'s fields over a fixed probe of training images (``fwd_spread``; ``collapsed``
+is 1 below ``loss.collapse_threshold``).
+
 During the first ``loss.cycle_start`` steps (warm-up) the cycle terms see ``Delta_F`` and
 ``u_bar`` without gradient: ``G_F`` learns from ``L_sim``, ``L_smooth`` and ``L_GAN`` while ``G_B``
 learns to invert it; afterwards every term trains both generators (optionally ramped in over
@@ -27,7 +34,7 @@ from torch import Tensor
 
 from medistill.errors import InputError
 from medistill.labeltransfer import losses as L
-from medistill.labeltransfer.config import LabelTransferConfig, uses_backward
+from medistill.labeltransfer.config import LOSS_TERMS, LabelTransferConfig, uses_backward
 from medistill.labeltransfer.data import TransferData, build_data
 from medistill.labeltransfer.model import (
     CYCLE_WARPS,
@@ -36,8 +43,12 @@ from medistill.labeltransfer.model import (
     build_model,
     checkpoint_meta,
     export_model,
+    load_model,
     one_hot,
 )
+from medistill.metrics import field_spread
+from medistill.spatial import warp
+from medistill.spatial.bspline import random_smooth_disp
 from medistill.train import StepContext, Trainer, is_main_process
 from medistill.typing import PathLike
 
@@ -45,7 +56,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["LabelTransferTask", "generator_terms", "total_loss", "train"]
 
-TERMS = ("gan", "sim", "cyc", "anatomy", "smooth", "trans", "diff")
+TERMS = LOSS_TERMS
+PROBE_IMAGES = 4
 
 
 def generator_terms(
@@ -133,11 +145,15 @@ def cycle_factor(cfg: LabelTransferConfig, step: int | None) -> float:
 
 
 def total_loss(
-    cfg: LabelTransferConfig, terms: dict[str, Tensor], step: int | None = None
+    cfg: LabelTransferConfig,
+    terms: dict[str, Tensor],
+    step: int | None = None,
+    scales: Tensor | None = None,
 ) -> Tensor:
     """``gan L_GAN + sim L_sim + lambda1 cyc L_cyc + lambda2 (anatomy L_anat + smooth L_smooth +
     trans L_trans + diff L_diff)`` over the terms present; the cycle terms (``cyc``, ``anatomy``,
-    ``trans``, ``diff``) times :func:`cycle_factor` at ``step``."""
+    ``trans``, ``diff``) times :func:`cycle_factor` at ``step``. With ``scales`` (``(7,)``, one
+    per :data:`TERMS`, 0 = unset) each term is first divided by its scale."""
     w = cfg.loss
     ramp = cycle_factor(cfg, step)
     weights = {
@@ -151,6 +167,8 @@ def total_loss(
     }
     total = None
     for name, value in terms.items():
+        if scales is not None and float(scales[TERMS.index(name)]) > 0:
+            value = value / scales[TERMS.index(name)]
         part = weights[name] * value
         total = part if total is None else total + part
     if total is None:
@@ -179,6 +197,54 @@ class LabelTransferTask:
             raise InputError("atlas labels hold no structure besides background 0")
         self.channels = torch.tensor(keep, dtype=torch.long)
         self.last_disc: dict[str, float] = {}
+        if cfg.model.forward_init:
+            self.net.forward_net.load_state_dict(forward_weights(cfg))
+        probe = torch.Generator().manual_seed(cfg.data.seed + 7919)
+        count = PROBE_IMAGES if len(data.images) > 1 else 0
+        self.probe = (
+            torch.stack([data.images.sample(probe) for _ in range(count)]).float()
+            if count
+            else None
+        )
+
+    def pretrain_step(self, batch: dict[str, Any], step: int, ctx: StepContext) -> dict[str, float]:
+        """``G_B`` alone learns to invert a random smooth field ``D`` applied to the atlas:
+        ``L_trans(D, G_B(l, l o D))``; logs the residual's mean length in voxels."""
+        net = ctx.modules["generators"]
+        atlas = batch["atlas"].expand(batch["image"].shape[0], *batch["atlas"].shape[1:])
+        field = batch["pretrain_field"]
+        with ctx.autocast():
+            moved = warp(atlas, field)
+            disp_b = net.backward_net(atlas, moved)
+        residual = L.transformation_cycle_residual(field, disp_b.float())
+        loss = L.charbonnier(residual, self.cfg.loss.eps, self.cfg.loss.gamma).mean()
+        info = ctx.optimize("generators", loss)
+        return {
+            "pretrain_trans": float(loss.detach()),
+            "inversion_residual_vox": float(residual.detach().norm(dim=1).mean()),
+            "loss": float(loss.detach()),
+            **info,
+        }
+
+    def guard(self, net: torch.nn.Module) -> dict[str, float]:
+        """The collapse guard: spread of ``G_F``'s fields over the probe images."""
+        if self.probe is None:
+            return {}
+        device = next(net.parameters()).device
+        probe = self.probe.to(device)
+        atlas = self.data.atlas.image[None].float().to(device)
+        atlas = atlas.expand(len(probe), *atlas.shape[1:])
+        was_training = net.training
+        net.eval()
+        with torch.no_grad():
+            fields = net.forward_net(probe, atlas)
+        net.train(was_training)
+        spread = field_spread(fields)
+        return {
+            "fwd_spread": spread,
+            "fwd_length_vox": float(fields.norm(dim=1).mean()),
+            "collapsed": float(spread < self.cfg.loss.collapse_threshold),
+        }
 
     # -- TrainTask
     def modules(self) -> dict[str, torch.nn.Module]:
@@ -197,14 +263,43 @@ class LabelTransferTask:
 
     def make_batch(self, step: int, rank: int, generator: torch.Generator) -> dict[str, Any]:
         images = [self.data.images.sample(generator) for _ in range(self.cfg.loop.batch_size)]
-        return {
+        batch = {
             "image": torch.stack(images).float(),
             "atlas": self.data.atlas.image[None].float(),
             "atlas_onehot": self.onehot,
             "channels": self.channels,
         }
+        if step < self.cfg.loss.backward_pretrain:
+            batch["pretrain_field"] = self.pretrain_fields(step, len(images), generator)
+        return batch
+
+    def pretrain_fields(self, step: int, count: int, generator: torch.Generator) -> Tensor:
+        """``count`` random smooth fields ``(count, ndim, *S)`` for a pre-training step: fresh
+        ones from ``generator``, or from the fixed pool of ``loss.pretrain_pool`` fields."""
+        w, shape = self.cfg.loss, tuple(self.cfg.data.shape)
+        if w.pretrain_pool <= 0:
+            return random_smooth_disp(
+                shape, batch=count, max_disp=w.pretrain_disp, generator=generator,
+                dtype=torch.float32,
+            )  # fmt: skip
+        if getattr(self, "_pool", None) is None:
+            pool_gen = torch.Generator().manual_seed(self.cfg.data.seed + 104729)
+            self._pool = random_smooth_disp(
+                shape, batch=w.pretrain_pool, max_disp=w.pretrain_disp, generator=pool_gen,
+                dtype=torch.float32,
+            )  # fmt: skip
+        index = torch.arange(step * count, (step + 1) * count) % w.pretrain_pool
+        return self._pool[index]
 
     def training_step(self, batch: dict[str, Any], step: int, ctx: StepContext) -> dict[str, float]:
+        logs = self._step(batch, step, ctx)
+        if (step + 1) % self.cfg.loop.log_every == 0:
+            logs.update(self.guard(self.net))
+        return logs
+
+    def _step(self, batch: dict[str, Any], step: int, ctx: StepContext) -> dict[str, float]:
+        if step < self.cfg.loss.backward_pretrain:
+            return self.pretrain_step(batch, step, ctx)
         net = ctx.modules["generators"]
         image, atlas, onehot = batch["image"], batch["atlas"], batch["atlas_onehot"]
         batch_size = image.shape[0]
@@ -230,7 +325,12 @@ class LabelTransferTask:
         terms = generator_terms(
             self.cfg, out, atlas, onehot, image, batch["channels"], fake_scores, warmup
         )
-        loss = total_loss(self.cfg, terms, step)
+        scales = getattr(self.net, "balance_scales", None)
+        if scales is not None and not bool((scales > 0).any()):
+            # the first joint step: measure each term once (kept in the checkpoint)
+            for name, value in terms.items():
+                scales[TERMS.index(name)] = float(value.detach().abs().clamp_min(1e-8))
+        loss = total_loss(self.cfg, terms, step, scales)
         info = ctx.optimize("generators", loss)
         if disc is not None:
             disc.requires_grad_(True)
@@ -238,6 +338,29 @@ class LabelTransferTask:
         logs["loss"] = float(loss.detach())
         logs.update(info)
         return logs
+
+
+def forward_weights(cfg: LabelTransferConfig) -> dict[str, Tensor]:
+    """The forward generator's weights of ``cfg.model.forward_init`` (a label-transfer checkpoint
+    with the same generator architecture).
+
+    Raises:
+        InputError: an unreadable checkpoint or another architecture.
+    """
+    path = cfg.model.forward_init
+    net, _, other = load_model(path)
+    mine, theirs = cfg.model, other.model
+    if (mine.ndim, tuple(mine.enc), tuple(mine.dec)) != (
+        theirs.ndim,
+        tuple(theirs.enc),
+        tuple(theirs.dec),
+    ):
+        raise InputError(
+            f"model.forward_init {path}: its generator (ndim {theirs.ndim}, enc "
+            f"{list(theirs.enc)}, dec {list(theirs.dec)}) differs from this run's (ndim "
+            f"{mine.ndim}, enc {list(mine.enc)}, dec {list(mine.dec)})"
+        )
+    return net.forward_net.state_dict()
 
 
 def check_config(cfg: LabelTransferConfig) -> None:
@@ -273,6 +396,20 @@ def check_config(cfg: LabelTransferConfig) -> None:
         raise InputError(f"loss weights must be >= 0 with at least one > 0, got {weights}")
     if not uses_backward(cfg.loss) and cfg.loss.sim <= 0 and cfg.loss.gan <= 0:
         raise InputError("loss: the forward generator needs loss.sim > 0 or loss.gan > 0")
+    if cfg.loss.pretrain_pool < 0:
+        raise InputError(f"loss.pretrain_pool must be >= 0, got {cfg.loss.pretrain_pool}")
+    if cfg.loss.backward_pretrain < 0 or cfg.loss.pretrain_disp < 0:
+        raise InputError(
+            "loss.backward_pretrain (steps) and loss.pretrain_disp (voxels) must be >= 0, got "
+            f"{cfg.loss.backward_pretrain}, {cfg.loss.pretrain_disp}"
+        )
+    if cfg.loss.backward_pretrain and not uses_backward(cfg.loss):
+        raise InputError("loss.backward_pretrain trains G_B: switch on a cycle term too")
+    if cfg.loss.backward_pretrain > cfg.loop.steps:
+        raise InputError(
+            f"loss.backward_pretrain ({cfg.loss.backward_pretrain}) must be at most loop.steps "
+            f"({cfg.loop.steps})"
+        )
 
 
 def train(

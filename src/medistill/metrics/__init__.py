@@ -4,12 +4,14 @@ floats (per label) or, for per-landmark errors, numpy arrays.
 """
 
 from medistill.metrics.distance import hd95, mean_hd95, mean_tre, tre
+from medistill.metrics.fields import field_spread
 from medistill.metrics.image import nmse, psnr, ssim, ssim_slices
 from medistill.metrics.jacobian import folding_fraction, jacobian_det_l2r, sdlogj, sdlogj_l2r
 from medistill.metrics.overlap import dice, jaccard, mean_dice, mean_jaccard
 from medistill.metrics.summary import summarize, summarize_rows
 
 __all__ = [
+    "field_spread",
     "dice",
     "jaccard",
     "mean_dice",

@@ -1,0 +1,171 @@
+"""LT-Net on a good start (issue 15): G_B pre-training to invert, the balanced objective, the
+collapse guard, G_F initialised from another checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from medistill.errors import InputError
+from medistill.labeltransfer import LabelTransferTask, load_model, train
+from medistill.labeltransfer.losses import transformation_cycle_residual
+from medistill.labeltransfer.training import TERMS
+from medistill.metrics import field_spread
+from medistill.spatial import random_smooth_disp, warp
+from tests.labeltransfer.test_labeltransfer_training import SIZE, tiny_config, tiny_data
+
+
+def test_field_spread_flags_an_image_independent_field():
+    g = torch.Generator().manual_seed(0)
+    one = random_smooth_disp((SIZE, SIZE), max_disp=3.0, generator=g)
+    collapsed = one.expand(4, -1, -1, -1).clone()
+    assert field_spread(collapsed) == pytest.approx(0.0, abs=1e-12)
+    own = random_smooth_disp((SIZE, SIZE), batch=4, max_disp=3.0, generator=g)
+    assert field_spread(own) > 0.5
+    assert field_spread(torch.zeros(3, 2, SIZE, SIZE)) == 0.0
+    # a common part plus small image-dependent parts: between the two
+    mixed = collapsed + 0.1 * own
+    assert 0.0 < field_spread(mixed) < field_spread(own)
+    with pytest.raises(InputError, match="N >= 2"):
+        field_spread(one)
+
+
+def _residual(net, atlas: torch.Tensor, field: torch.Tensor) -> float:
+    with torch.no_grad():
+        disp_b = net.backward_net(atlas.expand(len(field), -1, -1, -1), warp(atlas, field))
+    return float(transformation_cycle_residual(field, disp_b).norm(dim=1).mean())
+
+
+def test_backward_pretraining_lowers_the_inversion_residual(tmp_path):
+    """G_B pre-trained on a known smooth field (a pool of one) applied to the atlas learns to
+    invert it: the residual of the transformation cycle falls well below its start (the field's
+    own length, since G_B starts near zero); G_F does not move during pre-training."""
+    data = tiny_data()
+    cfg = tiny_config(gan=0.0, backward_pretrain=150, pretrain_disp=2.0, pretrain_pool=1)
+    cfg.loop.steps, cfg.loop.log_every, cfg.loop.checkpoint_every = 150, 50, 150
+    cfg.loop.lr = 3e-3
+    torch.manual_seed(cfg.loop.seed)
+    task = LabelTransferTask(cfg, data)
+    known = task.pretrain_fields(0, 1, torch.Generator())
+    atlas = data.atlas.image[None].float()
+    before = _residual(task.net, atlas, known)
+    forward_before = {k: v.clone() for k, v in task.net.forward_net.state_dict().items()}
+    state = train(cfg, tmp_path, data=data)["modules"]["generators"]
+    task.net.load_state_dict(state)
+    after = _residual(task.net, atlas, known)
+    assert after < 0.6 * before, (before, after)
+    for key, value in forward_before.items():
+        assert torch.equal(task.net.forward_net.state_dict()[key], value), key
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert all("inversion_residual_vox" in record for record in log)
+
+
+def test_balance_scales_are_measured_once_and_resume_exactly(tmp_path):
+    data = tiny_data()
+    cfg = tiny_config(balance="initial")
+    cfg.loop.steps = 4
+    straight = train(cfg, tmp_path / "a", data=data)
+    scales = straight["modules"]["generators"]["balance_scales"]
+    assert (scales > 0).sum() == sum(getattr(cfg.loss, t) > 0 for t in TERMS)
+    cfg.loop.steps = 2
+    first = train(cfg, tmp_path / "b", data=tiny_data())
+    assert torch.equal(first["modules"]["generators"]["balance_scales"], scales)  # set once
+    cfg.loop.steps = 4
+    resumed = train(cfg, tmp_path / "b", resume=True, data=tiny_data())
+    for key, value in straight["modules"]["generators"].items():
+        assert torch.equal(value, resumed["modules"]["generators"][key]), key
+    net, _, _ = load_model(tmp_path / "b" / "model.pt")
+    assert torch.equal(net.balance_scales, scales)
+
+
+def test_balanced_terms_start_equal_to_their_weights():
+    """With balance on, each term enters the first joint step at its weight alone (the term
+    divided by its own magnitude is 1)."""
+    from medistill.labeltransfer.training import total_loss
+
+    cfg = tiny_config(balance="initial", gan=0.0)
+    terms = {"sim": torch.tensor(0.2), "cyc": torch.tensor(0.05), "smooth": torch.tensor(4.0)}
+    scales = torch.zeros(len(TERMS))
+    for name, value in terms.items():
+        scales[TERMS.index(name)] = value
+    total = total_loss(cfg, terms, step=None, scales=scales)
+    w = cfg.loss
+    assert float(total) == pytest.approx(w.sim + w.lambda1 * w.cyc + w.lambda2 * w.smooth)
+
+
+def test_collapse_guard_is_logged(tmp_path):
+    cfg = tiny_config(gan=0.0)
+    train(cfg, tmp_path, data=tiny_data())
+    record = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[-1])
+    assert {"fwd_spread", "fwd_length_vox", "collapsed"} <= set(record)
+    assert record["collapsed"] in (0.0, 1.0)
+
+
+def test_forward_generator_starts_from_another_checkpoint(tmp_path):
+    forward_only = tiny_config(gan=0.0, cyc=0.0, anatomy=0.0, trans=0.0, diff=0.0)
+    forward_only.loop.seed = 3
+    train(forward_only, tmp_path / "fo", data=tiny_data())
+    source, _, _ = load_model(tmp_path / "fo" / "model.pt")
+    cfg = tiny_config()
+    cfg.model.forward_init = str(tmp_path / "fo" / "model.pt")
+    task = LabelTransferTask(cfg, tiny_data())
+    for key, value in source.forward_net.state_dict().items():
+        assert torch.equal(task.net.forward_net.state_dict()[key], value), key
+    wider = tiny_config()
+    wider.model.enc = (8, 8, 8, 8)
+    wider.model.forward_init = str(tmp_path / "fo" / "model.pt")
+    with pytest.raises(InputError, match="differs from this run"):
+        LabelTransferTask(wider, tiny_data())
+
+
+def test_pretraining_settings_are_checked():
+    from medistill.labeltransfer.training import check_config
+
+    with pytest.raises(InputError, match="at most loop.steps"):
+        check_config(tiny_config(backward_pretrain=5))
+    with pytest.raises(InputError, match="switch on a cycle term"):
+        cfg = tiny_config(cyc=0.0, anatomy=0.0, trans=0.0, diff=0.0, backward_pretrain=1)
+        cfg.loop.steps = 3
+        check_config(cfg)
+
+
+def _tiny_3d_data(size: int = 16):
+    import numpy as np
+
+    from medistill.labeltransfer import TransferData
+    from medistill.labeltransfer.data import ImagePool
+    from medistill.labeltransfer.model import Atlas
+
+    z = torch.arange(size).float()
+    r = (z[:, None, None] - 8) ** 2 + (z[None, :, None] - 8) ** 2 + (z[None, None] - 8) ** 2
+    labels = (r.sqrt() < 5).long()[None]
+    atlas = labels.float() * 0.8
+    images = [atlas.clone() for _ in range(2)]
+    return TransferData(Atlas(atlas, labels, np.eye(4), torch.arange(2)), ImagePool(images), "3d")
+
+
+def test_segment_refuses_an_image_of_the_other_dimensionality(tmp_path, capsys):
+    """A 2-D model on a 3-D scan and a 3-D model on a 2-D image: exit 2, one line naming the
+    image and the dimensionality, nothing written."""
+    import numpy as np
+
+    from medistill.cli.main import main
+    from medistill.io import Image, save
+
+    train(tiny_config(gan=0.0), tmp_path / "m2", data=tiny_data())
+    cfg3 = tiny_config(gan=0.0)
+    cfg3.model.ndim, cfg3.data.shape, cfg3.loop.steps = 3, (16, 16, 16), 1
+    train(cfg3, tmp_path / "m3", data=_tiny_3d_data())
+    rng = np.random.default_rng(0)
+    save(Image(rng.random((20, 22, 18)).astype(np.float32)), tmp_path / "v.nii.gz")
+    save(Image(rng.random((40, 36)).astype(np.float32)), tmp_path / "s.nii.gz")
+    for model, image, want in (("m2", "v.nii.gz", "2-D"), ("m3", "s.nii.gz", "3-D")):
+        out = tmp_path / f"{model}_{image}"
+        code = main(["segment", "--model", str(tmp_path / model / "model.pt"),
+                     "--out", str(out), str(tmp_path / image)])  # fmt: skip
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert image in err and want in err, err
+        assert not out.exists()
