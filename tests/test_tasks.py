@@ -90,3 +90,33 @@ def test_every_task_writes_an_io_contract(tmp_path):
     assert lt["working_shape"] == list(LabelTransferConfig().data.shape)
     for contract in (recon, sr, reg, lt):
         assert set(contract) >= {"working_shape", "inputs", "output"}
+
+
+def fake_demo(out, *, config="demo", overrides=None):
+    """A demo entry point for the registry test: one row, no training."""
+    return {"rows": [{"model": f"fake {config} {len(overrides)}"}], "timings_s": {"total": 1.0}}
+
+
+def test_demo_dispatches_through_the_registry(monkeypatch, tmp_path):
+    from medistill.tasks import Task, run_demo
+
+    fake = Task(
+        name="fake",
+        roles=("fake-role",),
+        config_class="x:y",
+        presets="x:y",
+        train="x:y",
+        loader="x:y",
+        done=lambda role, state: role,
+        demo="tests.test_tasks:fake_demo",
+        demo_line=lambda row: f"line {row['model']}",
+    )
+    monkeypatch.setitem(TASKS, "fake", fake)
+    lines: list[str] = []
+    summary = run_demo("fake", tmp_path, config="tiny", overrides=["a=1"], echo=lines.append)
+    assert summary["rows"][0]["model"] == "fake tiny 1"
+    assert lines[0] == "line fake tiny 1" and lines[1].startswith("report:")
+    with pytest.raises(InputError, match="unknown task 'nope'"):
+        run_demo("nope", tmp_path)
+    for name in ("registration", "recon", "labeltransfer"):
+        assert callable(TASKS[name].resolve("demo"))

@@ -25,6 +25,7 @@ from medistill.typing import PathLike
 
 __all__ = [
     "TASKS",
+    "run_demo",
     "LoadedModel",
     "Task",
     "load",
@@ -71,10 +72,32 @@ class Task:
     train: str
     loader: str
     done: Callable[[str, dict[str, Any]], str]
+    demo: str = ""
+    demo_line: Callable[[dict[str, Any]], str] = lambda row: str(row.get("model"))
 
     def resolve(self, name: str) -> Any:
         module, _, attr = getattr(self, name).partition(":")
         return getattr(importlib.import_module(module), attr)
+
+
+def _registration_line(row: dict[str, Any]) -> str:
+    fold, seconds = row.get("folding_pct"), row.get("seconds_per_pair")
+    return (
+        f"{row['model']:18s} Dice {row['dice_mean']:.3f}"
+        + (f"  folding {fold:.3f} %" if fold is not None else "")
+        + (f"  {seconds:.2f} s/pair" if seconds else "")
+    )
+
+
+def _recon_line(row: dict[str, Any]) -> str:
+    return (
+        f"{row['model']:28s} PSNR {row['psnr_mean']:6.2f}  SSIM {row['ssim_mean']:.4f}  "
+        f"{row.get('ms_per_slice', float('nan')):7.1f} ms"
+    )
+
+
+def _labeltransfer_line(row: dict[str, Any]) -> str:
+    return f"{row['model']:28s} Dice {row['dice_mean']:.3f}"
 
 
 def _registration_roles() -> tuple[str, ...]:
@@ -94,6 +117,8 @@ TASKS: dict[str, Task] = {
         train="medistill.registration.training:train",
         loader="medistill.registration.model:load_model",
         done=lambda role, state: role,
+        demo="medistill.registration.demo:run_demo",
+        demo_line=_registration_line,
     ),
     "recon": Task(
         name="recon",
@@ -103,6 +128,8 @@ TASKS: dict[str, Task] = {
         train="medistill.recon.training:train",
         loader="medistill.recon.model:load_model",
         done=lambda role, state: role,
+        demo="medistill.recon.demo:run_demo",
+        demo_line=_recon_line,
     ),
     "labeltransfer": Task(
         name="labeltransfer",
@@ -112,6 +139,8 @@ TASKS: dict[str, Task] = {
         train="medistill.labeltransfer.training:train",
         loader="medistill.labeltransfer.model:load_model",
         done=lambda role, state: f"label transfer ({state.get('role')})",
+        demo="medistill.labeltransfer.demo:run_demo",
+        demo_line=_labeltransfer_line,
     ),
 }
 
@@ -179,3 +208,23 @@ def load(path: PathLike) -> LoadedModel:
         return LoadedModel(name, str(ckpt.get("role")), network, cfg, ckpt)
     ckpt = load_checkpoint(path, task=name)  # recon: a ReconModel with the network inside
     return LoadedModel(name, result.role, result.net, result.config, ckpt, extra=result)
+
+
+def run_demo(name: str, out: PathLike, *, config: str = "demo", overrides: list[str] | None = None,
+             echo: Callable[[str], Any] = print) -> dict[str, Any]:  # fmt: skip
+    """Run task ``name``'s demo into ``out`` and echo one line per model and the report's path.
+
+    Raises:
+        InputError: an unknown task.
+    """
+    from pathlib import Path
+
+    if name not in TASKS or not TASKS[name].demo:
+        known = ", ".join(n for n, t in TASKS.items() if t.demo)
+        raise InputError(f"demo: unknown task {name!r}; available: {known}")
+    task = TASKS[name]
+    summary = task.resolve("demo")(Path(out), config=config, overrides=list(overrides or []))
+    for row in summary["rows"]:
+        echo(task.demo_line(row))
+    echo(f"report: {Path(out) / 'report.html'} (total {summary['timings_s']['total']:.0f} s)")
+    return summary

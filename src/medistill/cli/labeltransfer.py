@@ -80,9 +80,6 @@ def evaluate_labeltransfer(
 def demo_labeltransfer(out: Path, config: str = "demo", set_: list[str] | None = None) -> None:
     """Train LT-Net and a forward-only baseline on the embedded data, evaluate on held-out
     subjects, and write report.html."""
-    from medistill.labeltransfer.demo import run_demo
+    from medistill.tasks import run_demo
 
-    summary = run_demo(out, config=config, overrides=list(set_ or []))
-    for row in summary["rows"]:
-        typer.echo(f"{row['model']:28s} Dice {row['dice_mean']:.3f}")
-    typer.echo(f"report: {out / 'report.html'} (total {summary['timings_s']['total']:.0f} s)")
+    run_demo("labeltransfer", out, config=config, overrides=list(set_ or []), echo=typer.echo)

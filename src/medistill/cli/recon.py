@@ -153,11 +153,9 @@ def demo_recon(
     """Train DC-CNN teacher and students (none / AT / imitation / KD) on the embedded slices,
     evaluate them on held-out slices and write report.html."""
     from medistill.recon.demo import run_demo
+    from medistill.tasks import TASKS
 
     summary = run_demo(out, config=config, overrides=list(set_ or []), sr=sr)
     for row in summary["rows"]:
-        typer.echo(
-            f"{row['model']:28s} PSNR {row['psnr_mean']:6.2f}  SSIM {row['ssim_mean']:.4f}  "
-            f"{row.get('ms_per_slice', float('nan')):7.1f} ms"
-        )
+        typer.echo(TASKS["recon"].demo_line(row))
     typer.echo(f"report: {out / 'report.html'} (total {summary['timings_s']['total']:.0f} s)")
