@@ -10,7 +10,6 @@ anywhere a checkpoint path is accepted; ``register`` / ``evaluate`` without ``--
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -93,11 +92,9 @@ def resolve_model(model: PathLike | None) -> Path:
 
 def sha256(path: PathLike) -> str:
     """Hex SHA-256 of a file (the card records its weights' digest)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from medistill.io.atomic import file_sha256
+
+    return file_sha256(path)
 
 
 def pack_checkpoint(src: PathLike, dst: PathLike, *, dtype: torch.dtype = torch.float16) -> str:

@@ -22,19 +22,11 @@ import torch
 from torch import Tensor
 
 from medistill.errors import InputError
+from medistill.io.atomic import file_sha256
 from medistill.typing import PathLike
 
 INDEX = "index.json"
 log = logging.getLogger(__name__)
-
-
-def file_sha256(path: PathLike) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class FlowCache:
