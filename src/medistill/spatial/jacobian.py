@@ -28,15 +28,18 @@ def spatial_gradient(disp: Tensor) -> Tensor:
     Raises:
         InputError: on a wrong shape or a spatial size below 2.
     """
-    check_field("spatial_gradient", "disp", disp)
+    return torch.stack(_gradients("spatial_gradient", disp), dim=2)
+
+
+def _gradients(fn: str, disp: Tensor) -> tuple[Tensor, ...]:
+    """``grads[j][:, k] = d u_k / d x_j``, each ``(B, ndim, *S)`` (no stacked copy)."""
+    check_field(fn, "disp", disp)
     nd = disp.dim() - 2
     if any(s < 2 for s in disp.shape[2:]):
         raise InputError(
-            f"spatial_gradient(): every spatial size of 'disp' must be >= 2, got "
-            f"{tuple(disp.shape)}"
+            f"{fn}(): every spatial size of 'disp' must be >= 2, got {tuple(disp.shape)}"
         )
-    grads = torch.gradient(disp, dim=tuple(range(2, 2 + nd)), edge_order=1)
-    return torch.stack(grads, dim=2)
+    return torch.gradient(disp, dim=tuple(range(2, 2 + nd)), edge_order=1)
 
 
 def jacobian_det(disp: Tensor) -> Tensor:
@@ -54,18 +57,25 @@ def jacobian_det(disp: Tensor) -> Tensor:
     Raises:
         InputError: on a wrong shape or a spatial size below 2.
     """
-    g = spatial_gradient(disp)
+    grads = _gradients("jacobian_det", disp)
     nd = disp.dim() - 2
-
-    def j(r: int, c: int) -> Tensor:
-        return g[:, r, c] + 1.0 if r == c else g[:, r, c]
-
+    # J[r][c] = d(x + u)_r / d x_c; the diagonal gets +1 in place (the gradients are our own)
+    jac = [[grads[c][:, r] for c in range(nd)] for r in range(nd)]
+    for r in range(nd):
+        jac[r][r] += 1.0
     if nd == 2:
-        det = j(0, 0) * j(1, 1) - j(0, 1) * j(1, 0)
+        det = jac[0][0] * jac[1][1]
+        det -= jac[0][1] * jac[1][0]
     else:
-        det = (
-            j(0, 0) * (j(1, 1) * j(2, 2) - j(1, 2) * j(2, 1))
-            - j(0, 1) * (j(1, 0) * j(2, 2) - j(1, 2) * j(2, 0))
-            + j(0, 2) * (j(1, 0) * j(2, 1) - j(1, 1) * j(2, 0))
-        )
+        det = jac[1][1] * jac[2][2]
+        det -= jac[1][2] * jac[2][1]
+        det *= jac[0][0]
+        minor = jac[1][0] * jac[2][2]
+        minor -= jac[1][2] * jac[2][0]
+        minor *= jac[0][1]
+        det -= minor
+        minor = jac[1][0] * jac[2][1]
+        minor -= jac[1][1] * jac[2][0]
+        minor *= jac[0][2]
+        det += minor
     return det.unsqueeze(1)
