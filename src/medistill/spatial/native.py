@@ -28,7 +28,9 @@ from torch import Tensor
 
 from medistill.errors import InputError
 from medistill.io import Image, WorkingGrid, resample_array, save, save_nifti
+from medistill.spatial.grid import voxel_to_normalized
 from medistill.spatial.jacobian import jacobian_det
+from medistill.spatial.warp import resample
 from medistill.spatial.world import itk_displacement_nifti, resample_disp_between_grids
 from medistill.typing import PathLike
 
@@ -182,24 +184,17 @@ def outside_mask(coords: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def sampling_grid(coords: np.ndarray, shape: tuple[int, ...]) -> Tensor:
-    """``grid_sample`` coordinates ``(1, *T, ndim)`` (``align_corners=True``) of voxel
-    coordinates ``coords`` ``(ndim, *T)`` into a grid of ``shape``: computed once, then shared
-    by every volume sampled at the same points (image, labels, each label's indicator)."""
+    """Normalised ``grid_sample`` coordinates ``(1, ndim, *T)`` of voxel coordinates ``coords``
+    ``(ndim, *T)`` into a grid of ``shape`` (:func:`~medistill.spatial.grid.voxel_to_normalized`),
+    for :func:`~medistill.spatial.warp.resample` with ``normalized=True``: computed once, then
+    shared by every volume sampled at the same points (image, labels, each label's indicator)."""
     crd = torch.from_numpy(np.ascontiguousarray(coords, dtype=np.float32))
-    half = torch.tensor([max(int(s) - 1, 1) / 2.0 for s in shape], dtype=torch.float32)
-    grid = crd.movedim(0, -1) / half - 1.0  # a new tensor: coords stay untouched
-    return grid.flip(-1)[None]
+    return voxel_to_normalized(crd.movedim(0, -1), shape)[None].movedim(-1, 1)
 
 
 def _sample(volume: Tensor, grid: Tensor, mode: str) -> Tensor:
     """``volume`` ``(*S)`` sampled at ``grid`` (:func:`sampling_grid`), border padding."""
-    return torch.nn.functional.grid_sample(
-        volume[None, None].float(),
-        grid,
-        mode="bilinear" if mode == "linear" else "nearest",
-        padding_mode="border",
-        align_corners=True,
-    )[0, 0]
+    return resample(volume[None, None], grid, mode=mode, padding="border", normalized=True)[0, 0]
 
 
 def resample_labels(
@@ -229,14 +224,14 @@ def resample_labels(
         lab = torch.from_numpy(
             data.astype(np.float32 if np.abs(data).max() < 2**24 else np.float64)
         )
-        out = _sample(lab, grid.to(lab.dtype), "nearest").round().numpy()
+        out = _sample(lab, grid, "nearest").round().numpy()
     else:
         lab = torch.from_numpy(data)
         values = np.unique(data).astype(np.int64)
-        best = torch.full(grid.shape[1:-1], -1.0)
-        arg = torch.zeros(grid.shape[1:-1], dtype=torch.long)
+        best = torch.full(grid.shape[2:], -1.0)
+        arg = torch.zeros(grid.shape[2:], dtype=torch.long)
         for i, value in enumerate(values.tolist()):
-            prob = _sample(lab == value, grid, "linear")
+            prob = _sample((lab == value).float(), grid, "linear")
             better = prob > best
             best = torch.where(better, prob, best)
             arg = torch.where(better, torch.full_like(arg, i), arg)
