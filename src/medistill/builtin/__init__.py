@@ -21,7 +21,15 @@ import yaml
 from medistill.errors import InputError
 from medistill.typing import PathLike
 
-__all__ = ["DEFAULT", "BuiltinModel", "available", "card", "pack_checkpoint", "resolve_model"]
+__all__ = [
+    "DEFAULT",
+    "BuiltinModel",
+    "available",
+    "builtin",
+    "card",
+    "pack_checkpoint",
+    "resolve_model",
+]
 
 #: the built-in model used when ``register`` / ``evaluate`` get no ``--model``.
 DEFAULT = "brain"
@@ -57,8 +65,8 @@ def available() -> dict[str, BuiltinModel]:
     return models
 
 
-def card(name: str) -> dict[str, Any]:
-    """The card of built-in model ``name``.
+def builtin(name: str) -> BuiltinModel:
+    """Built-in model ``name``.
 
     Raises:
         InputError: no built-in model of that name.
@@ -67,7 +75,12 @@ def card(name: str) -> dict[str, Any]:
     if name not in models:
         known = ", ".join(models) or "none"
         raise InputError(f"no built-in model {name!r} (built-in: {known})")
-    return models[name].card()
+    return models[name]
+
+
+def card(name: str) -> dict[str, Any]:
+    """The card of built-in model ``name`` (:func:`builtin` refuses an unknown name)."""
+    return builtin(name).card()
 
 
 def resolve_model(model: PathLike | None) -> Path:

@@ -49,10 +49,10 @@ def models(
 def info(name: Annotated[str, typer.Argument(help="Built-in model name.")]) -> None:
     """Print the model card of a built-in model (training data, teacher, steps, held-out
     metrics with the commands that produced them, licence of the data)."""
-    from medistill.builtin import available, card, sha256
+    from medistill.builtin import builtin, sha256
 
-    meta = card(name)  # refuses an unknown name
-    model = available()[name]
+    model = builtin(name)  # refuses an unknown name
+    meta = model.card()
     text = model.card_path.read_text(encoding="utf-8").splitlines()
     typer.echo("\n".join(line for line in text if not line.startswith("#")).strip())
     verdict = "matches the card" if sha256(model.weights) == meta.get("sha256") else "MISMATCH"

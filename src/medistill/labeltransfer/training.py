@@ -206,6 +206,14 @@ class LabelTransferTask:
             if count
             else None
         )
+        w = cfg.loss
+        self.pool = None  # the fixed pre-training fields of loss.pretrain_pool, drawn once
+        if w.backward_pretrain and w.pretrain_pool > 0:
+            self.pool = random_smooth_disp(
+                tuple(cfg.data.shape), batch=w.pretrain_pool, max_disp=w.pretrain_disp,
+                generator=torch.Generator().manual_seed(cfg.data.seed + 104729),
+                dtype=torch.float32,
+            )  # fmt: skip
 
     def pretrain_step(self, batch: dict[str, Any], step: int, ctx: StepContext) -> dict[str, float]:
         """``G_B`` alone learns to invert a random smooth field ``D`` applied to the atlas:
@@ -276,20 +284,14 @@ class LabelTransferTask:
     def pretrain_fields(self, step: int, count: int, generator: torch.Generator) -> Tensor:
         """``count`` random smooth fields ``(count, ndim, *S)`` for a pre-training step: fresh
         ones from ``generator``, or from the fixed pool of ``loss.pretrain_pool`` fields."""
-        w, shape = self.cfg.loss, tuple(self.cfg.data.shape)
-        if w.pretrain_pool <= 0:
+        w = self.cfg.loss
+        if self.pool is None:
             return random_smooth_disp(
-                shape, batch=count, max_disp=w.pretrain_disp, generator=generator,
-                dtype=torch.float32,
+                tuple(self.cfg.data.shape), batch=count, max_disp=w.pretrain_disp,
+                generator=generator, dtype=torch.float32,
             )  # fmt: skip
-        if getattr(self, "_pool", None) is None:
-            pool_gen = torch.Generator().manual_seed(self.cfg.data.seed + 104729)
-            self._pool = random_smooth_disp(
-                shape, batch=w.pretrain_pool, max_disp=w.pretrain_disp, generator=pool_gen,
-                dtype=torch.float32,
-            )  # fmt: skip
-        index = torch.arange(step * count, (step + 1) * count) % w.pretrain_pool
-        return self._pool[index]
+        index = torch.arange(step * count, (step + 1) * count) % len(self.pool)
+        return self.pool[index]
 
     def training_step(self, batch: dict[str, Any], step: int, ctx: StepContext) -> dict[str, float]:
         logs = self._step(batch, step, ctx)

@@ -490,10 +490,7 @@ class Trainer:
                     self.out_dir / "best.pt",
                     {
                         "step": step,
-                        "modules": {
-                            k: {n: t.detach().cpu() for n, t in m.state_dict().items()}
-                            for k, m in modules.items()
-                        },
+                        "modules": _module_states(modules),
                         "validation": dict(v),
                         **(extra_state() if extra_state else {}),
                     },
@@ -562,10 +559,7 @@ class Trainer:
             rng_list = [rng]
         self.state = {
             "step": step,
-            "modules": {
-                k: {n: t.detach().cpu() for n, t in m.state_dict().items()}
-                for k, m in modules.items()
-            },
+            "modules": _module_states(modules),
             "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
             "rng": {"torch": rng_list},
             "meta": meta,
@@ -575,6 +569,11 @@ class Trainer:
         if fabric.global_rank == 0:
             save_checkpoint(self.last_path, self.state)
         fabric.barrier()
+
+
+def _module_states(modules: dict[str, nn.Module]) -> dict[str, dict[str, torch.Tensor]]:
+    """Every module's state dict, detached, on the CPU (what a checkpoint stores)."""
+    return {k: {n: t.detach().cpu() for n, t in m.state_dict().items()} for k, m in modules.items()}
 
 
 def _batch_seed(seed: int, step: int, rank: int) -> int:
