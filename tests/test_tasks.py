@@ -120,3 +120,38 @@ def test_demo_dispatches_through_the_registry(monkeypatch, tmp_path):
         run_demo("nope", tmp_path)
     for name in ("registration", "recon", "labeltransfer"):
         assert callable(TASKS[name].resolve("demo"))
+
+
+def test_evaluate_dispatches_by_the_checkpoints_task_and_refuses_foreign_options(
+    tmp_path, capsys, monkeypatch
+):
+    from medistill import tasks
+    from medistill.tasks import EvaluateRequest
+
+    req = EvaluateRequest(pairs=tmp_path / "p.csv", labels=[1, 2], images=[])
+    assert req.given() == ["pairs", "labels"]  # an empty list counts as not given
+    out = tmp_path / "recon"
+    args = ["train", "recon-student", "--config", "test", "--set", "loop.steps=1"]
+    assert main([*args, "--out", str(out), "--set", "loop.progress=false"]) == 0
+    seen = {}
+
+    def fake(model, request, folder):
+        seen.update(model=model, request=request)
+        return {"ok": 1}
+
+    original = tasks.Task.resolve
+
+    def resolve(self, name):
+        return fake if name == "evaluate" else original(self, name)
+
+    monkeypatch.setattr(tasks.Task, "resolve", resolve)
+    request = EvaluateRequest(images=[tmp_path], acceleration=4.0)
+    assert tasks.evaluate(out / "model.pt", request, tmp_path / "e") == {"ok": 1}
+    assert seen["request"] is request
+    eval_out = tmp_path / "e2"
+    code = main(["evaluate", "--model", str(out / "model.pt"), "--images", str(tmp_path),
+                 "--labels", "1,2", "--out", str(eval_out)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--labels does not apply to a recon checkpoint" in err and "--images" in err
+    assert not eval_out.exists() or not any(eval_out.iterdir())

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -25,6 +26,8 @@ from medistill.typing import PathLike
 
 __all__ = [
     "TASKS",
+    "EvaluateRequest",
+    "evaluate",
     "run_demo",
     "LoadedModel",
     "Task",
@@ -62,6 +65,33 @@ class LoadedModel:
 
 
 @dataclass(frozen=True)
+class EvaluateRequest:
+    """What ``medistill evaluate`` was given for a checkpoint (``None`` / ``False``: not given).
+
+    Each task's evaluator reads the fields it knows; :func:`evaluate` refuses a given field that
+    the checkpoint's task does not take (``Task.evaluate_options``).
+    """
+
+    pairs: Path | None = None
+    labels: list[int] | None = None
+    affine_only: bool = False
+    images: list[Path] | None = None
+    acceleration: float | None = None
+    images_csv: Path | None = None
+    atlas: Path | None = None
+    atlas_labels: Path | None = None
+
+    def given(self) -> list[str]:
+        """Names of the fields that were given."""
+        return [f.name for f in fields(self) if getattr(self, f.name) not in (None, False, [])]
+
+
+def option_name(field_name: str) -> str:
+    """The command-line spelling of an :class:`EvaluateRequest` field (``--images-csv``)."""
+    return "--" + field_name.replace("_", "-")
+
+
+@dataclass(frozen=True)
 class Task:
     """One task: where its pieces live (``module:attribute`` names, imported when used)."""
 
@@ -74,6 +104,8 @@ class Task:
     done: Callable[[str, dict[str, Any]], str]
     demo: str = ""
     demo_line: Callable[[dict[str, Any]], str] = lambda row: str(row.get("model"))
+    evaluate: str = ""
+    evaluate_options: tuple[str, ...] = ()  # EvaluateRequest fields; the required one first
 
     def resolve(self, name: str) -> Any:
         module, _, attr = getattr(self, name).partition(":")
@@ -119,6 +151,8 @@ TASKS: dict[str, Task] = {
         done=lambda role, state: role,
         demo="medistill.registration.demo:run_demo",
         demo_line=_registration_line,
+        evaluate="medistill.registration.evaluate:evaluate_request",
+        evaluate_options=("pairs", "labels", "affine_only"),
     ),
     "recon": Task(
         name="recon",
@@ -130,6 +164,8 @@ TASKS: dict[str, Task] = {
         done=lambda role, state: role,
         demo="medistill.recon.demo:run_demo",
         demo_line=_recon_line,
+        evaluate="medistill.recon.inference:evaluate_request",
+        evaluate_options=("images", "acceleration"),
     ),
     "labeltransfer": Task(
         name="labeltransfer",
@@ -141,6 +177,8 @@ TASKS: dict[str, Task] = {
         done=lambda role, state: f"label transfer ({state.get('role')})",
         demo="medistill.labeltransfer.demo:run_demo",
         demo_line=_labeltransfer_line,
+        evaluate="medistill.labeltransfer.evaluate:evaluate_request",
+        evaluate_options=("images_csv", "atlas", "atlas_labels", "labels"),
     ),
 }
 
@@ -208,6 +246,30 @@ def load(path: PathLike) -> LoadedModel:
         return LoadedModel(name, str(ckpt.get("role")), network, cfg, ckpt)
     ckpt = load_checkpoint(path, task=name)  # recon: a ReconModel with the network inside
     return LoadedModel(name, result.role, result.net, result.config, ckpt, extra=result)
+
+
+def evaluate(model: PathLike, request: EvaluateRequest, out: PathLike) -> dict[str, Any]:
+    """Evaluate a checkpoint of any task with its task's evaluator; returns the summary.
+
+    Raises:
+        InputError: a checkpoint of an unknown task, an option its task does not take (before
+            any work), or what the task's evaluator refuses.
+    """
+    from medistill.train import load_checkpoint
+
+    name = load_checkpoint(model).get("task")
+    task = TASKS.get(name)
+    if task is None or not task.evaluate:
+        raise InputError(f"{model}: evaluate does not know checkpoints of task {name!r}")
+    given = request.given()
+    foreign = [f for f in given if f not in task.evaluate_options]
+    if foreign and task.evaluate_options[0] in given:  # else the evaluator names what is missing
+        takes = ", ".join(option_name(f) for f in task.evaluate_options)
+        raise InputError(
+            f"evaluate: {option_name(foreign[0])} does not apply to a {name} checkpoint "
+            f"({model}); it takes {takes}"
+        )
+    return task.resolve("evaluate")(model, request, out)
 
 
 def run_demo(name: str, out: PathLike, *, config: str = "demo", overrides: list[str] | None = None,

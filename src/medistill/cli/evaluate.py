@@ -65,9 +65,8 @@ def evaluate(
 ) -> None:
     """Evaluate a checkpoint: registration pairs (Dice, HD95, folding...), reconstruction
     images (PSNR, SSIM, NMSE) or label transfer (Dice per structure), by the task stored in
-    the checkpoint."""
+    the checkpoint (``medistill.tasks.evaluate``); or the registration optimiser."""
     from medistill.io.validate import check_output_folder
-    from medistill.train import load_checkpoint
 
     out = check_output_folder(out)
 
@@ -81,41 +80,31 @@ def evaluate(
 
     if method == "optimise" or refine or config is not None or set_:
         check_method(method, model, refine, config, set_)
-    if method == "optimise":
-        _evaluate_registration(None, pairs, out, chosen, affine_only, method, config, set_, 0)
+    if method == "optimise" or refine:  # a registration method, not a checkpoint's task
+        _evaluate_registration(model, pairs, out, chosen, affine_only, method, config, set_, refine)
         return
     if model is None and pairs is None:
         raise InputError(
             "evaluate: give --model (or --pairs, which uses the built-in registration model)"
         )
     from medistill.builtin import resolve_model
+    from medistill.cli.recon import check_acceleration
+    from medistill.tasks import EvaluateRequest
+    from medistill.tasks import evaluate as run
 
-    model = resolve_model(model)
-    task = load_checkpoint(model).get("task")
-    if task == "labeltransfer":
-        if images_csv is None:
-            raise InputError("evaluate: a label-transfer checkpoint needs --images-csv")
-        from medistill.cli.labeltransfer import evaluate_labeltransfer
-
-        evaluate_labeltransfer(
-            model=model,
-            images=images_csv,
-            out=out,
-            atlas=atlas,
-            atlas_labels=atlas_labels,
-            labels=chosen,
-        )
-        return
-    if task == "recon":
-        if not images:
-            raise InputError("evaluate: a reconstruction checkpoint needs --images")
-        from medistill.cli.recon import evaluate_recon
-
-        evaluate_recon(model=model, images=images, out=out, acceleration=acceleration)
-        return
-    if task != "registration":
-        raise InputError(f"{model}: evaluate does not know checkpoints of task {task!r}")
-    _evaluate_registration(model, pairs, out, chosen, affine_only, method, config, set_, refine)
+    check_acceleration(acceleration)
+    request = EvaluateRequest(
+        pairs=pairs,
+        labels=chosen,
+        affine_only=affine_only,
+        images=images,
+        acceleration=acceleration,
+        images_csv=images_csv,
+        atlas=atlas,
+        atlas_labels=atlas_labels,
+    )
+    summary = run(resolve_model(model), request, out)  # the checkpoint's task decides
+    typer.echo(json.dumps(summary, indent=2))
 
 
 def _evaluate_registration(
@@ -130,22 +119,18 @@ def _evaluate_registration(
     refine: int,
 ) -> None:
     from medistill.cli._methods import network_registrar, optimiser_registrar
-    from medistill.registration.evaluate import evaluate as run
     from medistill.registration.evaluate import evaluate_pairs
 
     if pairs is None:
         raise InputError("evaluate: registration needs --pairs pairs.csv")
-    if method == "optimise" or refine:
-        if affine_only:
-            raise InputError("--affine-only applies to a network without --refine")
-        if method == "optimise":
-            registrar, ndim, role, params = optimiser_registrar(config, set_)
-            meta = {"method": "optimise", "role": role, "config": config or "brain"}
-        else:
-            registrar, ndim, role, params = network_registrar(model, refine, config, set_)
-            meta = {"checkpoint": str(model), "role": role, "refine": refine}
-        meta["params"] = params
-        summary = evaluate_pairs(registrar, pairs, out, ndim=ndim, labels=labels, meta=meta)
+    if affine_only:
+        raise InputError("--affine-only applies to a network without --refine")
+    if method == "optimise":
+        registrar, ndim, role, params = optimiser_registrar(config, set_)
+        meta = {"method": "optimise", "role": role, "config": config or "brain"}
     else:
-        summary = run(model, pairs, out, labels=labels, affine_only=affine_only)
+        registrar, ndim, role, params = network_registrar(model, refine, config, set_)
+        meta = {"checkpoint": str(model), "role": role, "refine": refine}
+    meta["params"] = params
+    summary = evaluate_pairs(registrar, pairs, out, ndim=ndim, labels=labels, meta=meta)
     typer.echo(json.dumps(summary, indent=2))

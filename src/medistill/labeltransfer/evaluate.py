@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from torch import nn
@@ -23,6 +23,9 @@ from medistill.labeltransfer.model import checkpoint_atlas, load_model, transfer
 from medistill.metrics import dice, folding_fraction
 from medistill.metrics.summary import nanmean, per_label_means, summarize_rows, write_metrics
 from medistill.typing import PathLike
+
+if TYPE_CHECKING:
+    from medistill.tasks import EvaluateRequest
 
 __all__ = ["evaluate", "evaluate_transfer", "read_images_csv", "resolve_atlas"]
 
@@ -163,4 +166,23 @@ def evaluate(
         labels=labels,
         interp=interp,
         meta=meta,
+    )
+
+
+def evaluate_request(
+    checkpoint: PathLike, request: EvaluateRequest, out: PathLike
+) -> dict[str, Any]:
+    """``medistill evaluate`` for an LT-Net checkpoint (the task registry's entry):
+    ``request.images_csv`` is required; ``atlas``, ``atlas_labels``, ``labels`` as in
+    :func:`evaluate`. ``request`` is a :class:`medistill.tasks.EvaluateRequest`.
+    """
+    if request.images_csv is None:
+        raise InputError("evaluate: a label-transfer checkpoint needs --images-csv")
+    return evaluate(
+        checkpoint,
+        request.images_csv,
+        out,
+        atlas=request.atlas,
+        atlas_labels=request.atlas_labels,
+        labels=request.labels,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,6 +22,9 @@ from medistill.recon.masks import check_mask
 from medistill.recon.model import ReconModel, load_model, mask_tensor
 from medistill.report import time_call
 from medistill.typing import PathLike
+
+if TYPE_CHECKING:
+    from medistill.tasks import EvaluateRequest
 
 SUMMARY_KEYS = (
     "psnr_mean",
@@ -289,3 +292,15 @@ def evaluate(
     if out is not None:
         write_metrics(out, rows, summary)
     return summary
+
+
+def evaluate_request(
+    checkpoint: PathLike, request: EvaluateRequest, out: PathLike
+) -> dict[str, Any]:
+    """``medistill evaluate`` for a reconstruction / SR checkpoint (the task registry's entry):
+    ``request.images`` is required; ``acceleration`` as in :func:`evaluate`. ``request`` is a
+    :class:`medistill.tasks.EvaluateRequest`.
+    """
+    if not request.images:
+        raise InputError("evaluate: a reconstruction checkpoint needs --images")
+    return evaluate(checkpoint, request.images, out, acceleration=request.acceleration)

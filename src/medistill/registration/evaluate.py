@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from medistill.metrics.summary import nanmean, summarize_rows, write_metrics
 from medistill.registration.apply import register_images
 from medistill.registration.model import load_model
 from medistill.typing import PathLike
+
+if TYPE_CHECKING:
+    from medistill.tasks import EvaluateRequest
 
 SUMMARY_KEYS = (
     "dice_mean",
@@ -205,4 +208,19 @@ def evaluate(
     }
     return evaluate_pairs(
         registrar, pairs_csv, out, ndim=len(shape), labels=labels, initial=initial, meta=meta
+    )
+
+
+def evaluate_request(
+    checkpoint: PathLike, request: EvaluateRequest, out: PathLike
+) -> dict[str, Any]:
+    """``medistill evaluate`` for a registration checkpoint (the task registry's entry):
+    ``request.pairs`` is required; ``labels`` and ``affine_only`` as in :func:`evaluate`.
+
+    ``request`` is a :class:`medistill.tasks.EvaluateRequest`.
+    """
+    if request.pairs is None:
+        raise InputError("evaluate: registration needs --pairs pairs.csv")
+    return evaluate(
+        checkpoint, request.pairs, out, labels=request.labels, affine_only=request.affine_only
     )
