@@ -1,6 +1,7 @@
 """Image I/O with world-space geometry: readers, NIfTI writer, reorientation, working grids."""
 
 from medistill.io.atomic import atomic_path
+from medistill.io.geometry import Grid
 from medistill.io.grid import (
     WorkingGrid,
     check_same_grid,
@@ -16,6 +17,7 @@ from medistill.io.readers import list_h5_scans, load, read_h5_scan
 from medistill.io.writers import save, save_nifti
 
 __all__ = [
+    "Grid",
     "Image",
     "Reorientation",
     "WorkingGrid",

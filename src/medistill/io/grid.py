@@ -10,61 +10,12 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from medistill.errors import InputError
+from medistill.io.geometry import Grid, resample_array
 from medistill.io.image import Image
 
 log = logging.getLogger(__name__)
-
-
-def resample_array(
-    data: np.ndarray,
-    src_affine: np.ndarray,
-    dst_affine: np.ndarray,
-    dst_shape: tuple[int, ...],
-    *,
-    order: int = 1,
-    cval: float = 0.0,
-) -> np.ndarray:
-    """Resample ``data`` (on the grid of ``src_affine``) onto another grid, through world space.
-
-    Args:
-        data: ``(X, Y[, Z])`` voxel values on the source grid.
-        src_affine, dst_affine: ``(4, 4)`` voxel-to-world matrices (mm) of source and target grids.
-        dst_shape: target grid size.
-        order: 0 nearest neighbour (labels), 1 linear, 3 cubic.
-        cval: value outside the source grid.
-
-    Returns:
-        Array of ``dst_shape`` (dtype of ``data`` for order 0, float32 otherwise).
-    """
-    ndim = data.ndim
-    idx = list(range(ndim)) + [3]
-    # destination index -> source index
-    m = (np.linalg.inv(src_affine) @ dst_affine)[np.ix_(idx, idx)]
-    if order == 0:
-        out = ndimage.affine_transform(
-            data,
-            m[:ndim, :ndim],
-            offset=m[:ndim, ndim],
-            output_shape=tuple(dst_shape),
-            order=0,
-            mode="constant",
-            cval=cval,
-        )
-        return out.astype(data.dtype, copy=False)
-    out = ndimage.affine_transform(
-        data.astype(np.float32, copy=False),
-        m[:ndim, :ndim],
-        offset=m[:ndim, ndim],
-        output_shape=tuple(dst_shape),
-        order=order,
-        mode="constant",
-        cval=cval,
-        prefilter=order > 1,
-    )
-    return out.astype(np.float32, copy=False)
 
 
 def content_box(image: Image, threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -104,21 +55,15 @@ def content_bounds_mm(
     return world.min(0), world.max(0)
 
 
-@dataclass(frozen=True)
-class WorkingGrid:
-    """A regular grid in world space on which networks run.
+@dataclass(frozen=True, eq=False)
+class WorkingGrid(Grid):
+    """A :class:`~medistill.io.geometry.Grid` on which networks run: fixed size, axes along
+    R, A, S, isotropic voxels, placed around an image's content (:meth:`around`).
 
     Attributes:
         shape: grid size in voxels, e.g. ``(64, 64, 64)``.
         affine: ``(4, 4)`` voxel-to-world matrix in mm (RAS+ axis order, isotropic spacing).
     """
-
-    shape: tuple[int, ...]
-    affine: np.ndarray
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
 
     @property
     def spacing(self) -> float:
@@ -190,48 +135,6 @@ class WorkingGrid:
         sizes = np.ceil(extent / spacing / multiple - 1e-9).astype(int) * multiple
         shape = tuple(int(min(max(s, 2 * multiple), limit)) for s in sizes)
         return cls.around(image, shape, margin=margin, spacing=spacing, threshold=threshold)
-
-    def resample(
-        self, image: Image, *, order: int | None = None, cval: float | None = None
-    ) -> Image:
-        """``image`` resampled onto this grid (nearest for label maps, linear otherwise).
-
-        Voxels outside ``image`` get ``cval`` (default 0 for labels, the image minimum otherwise).
-        """
-        if image.ndim != self.ndim:
-            raise InputError(
-                f"{image.source}: a {image.ndim}-D image cannot go on a {self.ndim}-D working grid"
-            )
-        if order is None:
-            order = 0 if image.is_label else 1
-        if cval is None:
-            cval = 0.0 if image.is_label else float(image.data.min())
-        data = resample_array(
-            image.data, image.affine, self.affine, self.shape, order=order, cval=cval
-        )
-        return Image(data, self.affine.copy(), image.is_label, f"{image.source}@working")
-
-    def to_original(
-        self,
-        data: np.ndarray,
-        original: Image,
-        *,
-        is_label: bool = False,
-        order: int | None = None,
-        cval: float = 0.0,
-    ) -> Image:
-        """Bring an array on this grid back onto ``original``'s grid (shape and affine exactly)."""
-        data = np.asarray(data)
-        if tuple(data.shape) != self.shape:
-            raise InputError(
-                f"to_original(): array of shape {data.shape} is not on grid {self.shape}"
-            )
-        if order is None:
-            order = 0 if is_label else 1
-        out = resample_array(
-            data, self.affine, original.affine, original.shape, order=order, cval=cval
-        )
-        return Image(out, original.affine.copy(), is_label, original.source)
 
 
 def to_working_grid(

@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 
 from medistill.errors import InputError
+from medistill.io.geometry import Grid
 
 
 @dataclass
@@ -54,10 +55,14 @@ class Image:
         return tuple(int(s) for s in self.data.shape)
 
     @property
+    def grid(self) -> Grid:
+        """The image's grid as a value (shape and a copy of the affine)."""
+        return Grid(self.shape, self.affine)
+
+    @property
     def spacing(self) -> tuple[float, ...]:
         """Voxel size in mm along each array axis (column norms of the affine)."""
-        norms = np.linalg.norm(self.affine[:3, :3], axis=0)
-        return tuple(float(s) for s in norms[: self.ndim])
+        return self.grid.voxel_size
 
     @property
     def origin(self) -> tuple[float, ...]:
@@ -82,13 +87,8 @@ class Image:
 
     def index_to_world(self, index: np.ndarray) -> np.ndarray:
         """Voxel indices ``(N, ndim)`` -> world points ``(N, 3)`` in mm (RAS)."""
-        index = np.asarray(index, dtype=np.float64)
-        pad = np.zeros((index.shape[0], 3))
-        pad[:, : index.shape[1]] = index
-        return pad @ self.affine[:3, :3].T + self.affine[:3, 3]
+        return self.grid.index_to_world(index)
 
     def world_to_index(self, points: np.ndarray) -> np.ndarray:
         """World points ``(N, 3)`` in mm (RAS) -> voxel indices ``(N, ndim)`` (fractional)."""
-        points = np.asarray(points, dtype=np.float64)
-        inv = np.linalg.inv(self.affine)
-        return (points @ inv[:3, :3].T + inv[:3, 3])[:, : self.ndim]
+        return self.grid.world_to_index(points)

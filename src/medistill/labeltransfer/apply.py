@@ -20,6 +20,7 @@ from torch import nn
 
 from medistill.errors import InputError
 from medistill.io import Image, check_same_grid
+from medistill.spatial.field import Field
 from medistill.spatial.native import moving_coordinates, register_images, resample_labels
 
 __all__ = ["INTERPOLATIONS", "Transfer", "check_atlas", "transfer_labels"]
@@ -34,8 +35,9 @@ class Transfer:
     Attributes:
         labels: transferred label map (int32) on the image's grid and affine.
         warped_atlas: the atlas image resampled onto the image's grid.
-        disp_voxel: ``(ndim, *image.shape)`` displacement in image voxels (image voxel ``y``
-            corresponds to the atlas world point ``A_image (y + disp_voxel(y))``).
+        field: the transform as a :class:`~medistill.spatial.field.Field` on the image's grid,
+            in voxels (image voxel ``y`` corresponds to the atlas world point
+            ``A_image (y + d(y))``; ``disp_voxel`` is its array).
         jacobian: ``(*image.shape)`` Jacobian determinant of the transform.
         seconds_network: time of the network forward pass.
         seconds_total: time of the whole transfer (no file I/O).
@@ -43,10 +45,15 @@ class Transfer:
 
     labels: Image
     warped_atlas: Image
-    disp_voxel: np.ndarray
+    field: Field
     jacobian: np.ndarray
     seconds_network: float
     seconds_total: float
+
+    @property
+    def disp_voxel(self) -> np.ndarray:
+        """``(ndim, *image.shape)`` displacement in image voxels."""
+        return self.field.to("voxel").data
 
 
 def _integer_valued(data: np.ndarray) -> bool:
@@ -126,7 +133,7 @@ def transfer_labels(
     return Transfer(
         labels=Image(out, image.affine.copy(), True, f"labels of {image.source}"),
         warped_atlas=reg.warped,
-        disp_voxel=reg.disp_voxel,
+        field=reg.field,
         jacobian=reg.jacobian,
         seconds_network=reg.seconds_network,
         seconds_total=time.perf_counter() - t0,

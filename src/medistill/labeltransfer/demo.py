@@ -35,7 +35,7 @@ def forward_only(cfg: LabelTransferConfig) -> LabelTransferConfig:
 
 def identity_row(images_csv: Path, atlas_labels: Path, labels: list[int]) -> dict[str, Any]:
     """Dice of the atlas labels laid on each image through world space, without registration."""
-    from medistill.io import load, resample_array
+    from medistill.io import load
     from medistill.labeltransfer.evaluate import read_images_csv
     from medistill.metrics import dice
 
@@ -43,7 +43,7 @@ def identity_row(images_csv: Path, atlas_labels: Path, labels: list[int]) -> dic
     rows = []
     for _image, labels_path in read_images_csv(images_csv):
         truth = load(labels_path, is_label=True)
-        laid = resample_array(atlas.data, atlas.affine, truth.affine, truth.shape, order=0)
+        laid = truth.grid.sample(atlas.data, atlas.grid, order=0)
         d = dice(laid, truth.data, labels=labels)
         rows.append({"dice": nanmean(d), **{f"dice_{k}": v for k, v in d.items()}})
     return {

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from medistill.errors import InputError
-from medistill.io import Image, WorkingGrid
+from medistill.io import Grid, Image, WorkingGrid
 from medistill.optimise.config import OptimiseConfig, validate
 from medistill.optimise.core import optimise
 from medistill.spatial.native import Registration, finish_registration, prepare_pair
@@ -41,20 +41,18 @@ def optimiser_grid(fixed: Image, cfg: OptimiseConfig) -> WorkingGrid:
     )
 
 
-def world_affine(
-    matrix: np.ndarray, grid_affine: np.ndarray, moving_affine: np.ndarray
-) -> np.ndarray:
+def world_affine(matrix: np.ndarray, fixed_grid: Grid, moving_grid: Grid) -> np.ndarray:
     """The ``(4, 4)`` world map (mm, RAS) fixed point -> moving point of a working-voxel affine.
 
-    ``matrix`` ``(ndim, ndim + 1)`` maps fixed working voxels to moving working voxels; the
-    fixed working grid has ``grid_affine`` and the moving one ``moving_affine`` (the grid shifted
-    by the centre-of-mass translation).
+    ``matrix`` ``(ndim, ndim + 1)`` maps voxels of the fixed working grid ``fixed_grid`` to
+    voxels of the moving one, ``moving_grid`` (the working grid shifted by the centre-of-mass
+    translation, :attr:`~medistill.spatial.native.WorkingPair.moving_grid`).
     """
     nd = matrix.shape[0]
     vox = np.eye(4)
     vox[:nd, :nd] = matrix[:, :nd]
     vox[:nd, 3] = matrix[:, nd]
-    return moving_affine @ vox @ np.linalg.inv(grid_affine)
+    return moving_grid.affine @ vox @ np.linalg.inv(fixed_grid.affine)
 
 
 def register_optimise(
@@ -122,7 +120,7 @@ def register_optimise(
         started=t0,
     )
     reg.extra["affine_mm"] = world_affine(
-        result.matrix[0].cpu().double().numpy(), grid.affine, pair.moving_affine
+        result.matrix[0].cpu().double().numpy(), pair.grid, pair.moving_grid
     )
     reg.extra["working_shape"] = list(grid.shape)
     reg.extra["working_spacing_mm"] = grid.spacing

@@ -9,12 +9,14 @@ and dtype and is differentiable unless stated otherwise.
 Modules: ``grid`` (voxel/normalised coordinates), ``warp`` (warping, labels, points),
 ``compose`` (field composition), ``affine`` (affine maps as fields), ``bspline`` (smooth
 fields), ``jacobian`` (derivatives and determinants), ``resize`` (fields on other grid sizes),
-``world`` (mm, other grids, ANTs/ITK export), ``integrate`` (scaling and squaring).
+``world`` (mm, other grids, ANTs/ITK export), ``integrate`` (scaling and squaring), ``field``
+(a displacement with its grid and units, as results leave a task).
 """
 
 from medistill.spatial.affine import affine_to_disp, rotation_matrix
 from medistill.spatial.bspline import bspline_disp, bspline_weights, random_smooth_disp
 from medistill.spatial.compose import compose
+from medistill.spatial.field import Field
 from medistill.spatial.grid import identity_grid, normalized_to_voxel, voxel_to_normalized
 from medistill.spatial.integrate import integrate_velocity
 from medistill.spatial.jacobian import jacobian_det, spatial_gradient
@@ -40,6 +42,7 @@ from medistill.spatial.world import (
 __all__ = [
     "MODES",
     "PADDINGS",
+    "Field",
     "SpatialTransformer",
     "affine_to_disp",
     "bspline_disp",

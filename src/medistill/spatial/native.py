@@ -27,7 +27,8 @@ from scipy import ndimage
 from torch import Tensor
 
 from medistill.errors import InputError
-from medistill.io import Image, WorkingGrid, resample_array, save, save_nifti
+from medistill.io import Grid, Image, WorkingGrid, save, save_nifti
+from medistill.spatial.field import Field
 from medistill.spatial.grid import voxel_to_normalized
 from medistill.spatial.jacobian import jacobian_det
 from medistill.spatial.warp import resample
@@ -65,9 +66,9 @@ class Registration:
 
     Attributes:
         fixed: the fixed image.
-        disp_voxel: ``(ndim, *fixed.shape)`` displacement in fixed-grid voxel units (channel k
-            along fixed array axis k): fixed voxel ``y`` corresponds to moving world point
-            ``A_f (y + disp_voxel(y))``.
+        field: the transform as a :class:`~medistill.spatial.field.Field` on the fixed grid, in
+            voxels: fixed voxel ``y`` corresponds to moving world point ``A_f (y + d(y))``
+            (``disp_voxel`` is its array).
         warped: moving image resampled onto the fixed grid (original intensities).
         warped_labels: moving labels resampled onto the fixed grid, or None.
         jacobian: ``(*fixed.shape)`` Jacobian determinant of the transform.
@@ -78,7 +79,7 @@ class Registration:
     """
 
     fixed: Image
-    disp_voxel: np.ndarray
+    field: Field
     warped: Image
     warped_labels: Image | None
     jacobian: np.ndarray
@@ -87,17 +88,15 @@ class Registration:
     seconds_total: float
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def disp_voxel(self) -> np.ndarray:
+        """``(ndim, *fixed.shape)`` displacement in fixed-grid voxels (channel k along fixed
+        array axis k)."""
+        return self.field.to("voxel").data
+
     def moving_points(self, fixed_points: np.ndarray) -> np.ndarray:
         """World points (mm, RAS) in the moving image for fixed-grid voxel indices ``(N, ndim)``."""
-        coords = np.asarray(fixed_points, dtype=np.float64)
-        disp = np.stack(
-            [
-                ndimage.map_coordinates(c, coords.T, order=1, mode="nearest")
-                for c in self.disp_voxel
-            ],
-            axis=1,
-        )
-        return self.fixed.index_to_world(coords + disp)
+        return self.field.points(fixed_points)
 
     def save(self, out: PathLike) -> list[Path]:
         """Write warped, warped_labels, disp_voxel, disp_mm and jacobian as ``.nii.gz``."""
@@ -249,26 +248,28 @@ class WorkingPair:
         grid: the working grid (around the fixed image's content).
         fixed, moving: ``(1, 1, *S)`` float32 images, intensities in [0, 1].
         translation_mm: initial world translation (RAS mm) applied to the moving image.
-        moving_affine: working voxel -> moving world point (the grid's affine shifted by
-            ``translation_mm``), for resampling moving label maps onto the working grid.
+        moving_grid: the working grid moved by ``translation_mm``: its voxel ``y`` is the world
+            point of the moving image that working voxel ``y`` starts from (moving images and
+            label maps are resampled onto it).
     """
 
     grid: WorkingGrid
     fixed: Tensor
     moving: Tensor
     translation_mm: np.ndarray
-    moving_affine: np.ndarray
+    moving_grid: Grid
 
     def moving_labels(self, labels: Image) -> Tensor:
         """A label map of the moving image on the working grid (nearest), ``(1, 1, *S)``."""
-        return self._labels(labels, self.moving_affine)
+        return self._labels(labels, self.moving_grid)
 
     def fixed_labels(self, labels: Image) -> Tensor:
         """A label map of the fixed image on the working grid (nearest), ``(1, 1, *S)``."""
-        return self._labels(labels, self.grid.affine)
+        return self._labels(labels, self.grid)
 
-    def _labels(self, labels: Image, working_affine: np.ndarray) -> Tensor:
-        data = resample_array(labels.data, labels.affine, working_affine, self.grid.shape, order=0)
+    @staticmethod
+    def _labels(labels: Image, onto: Grid) -> Tensor:
+        data = onto.sample(labels.data, labels.grid, order=0)
         return torch.from_numpy(np.asarray(data).astype(np.int64))[None, None]
 
 
@@ -288,16 +289,15 @@ def prepare_pair(
         t = centre_of_mass_mm(moving) - centre_of_mass_mm(fixed)
         if fixed.ndim == 2:
             t[2] = 0.0
-    shifted = grid.affine.copy()
-    shifted[:3, 3] += t  # working voxel -> world point in the moving image
-    f_work = resample_array(normalise(fixed.data), fixed.affine, grid.affine, grid.shape)
-    m_work = resample_array(normalise(moving.data), moving.affine, shifted, grid.shape)
+    shifted = grid.translated(t)  # working voxel -> world point in the moving image
+    f_work = grid.sample(normalise(fixed.data), fixed.grid)
+    m_work = shifted.sample(normalise(moving.data), moving.grid)
     return WorkingPair(
         grid=grid,
         fixed=torch.from_numpy(np.ascontiguousarray(f_work, dtype=np.float32))[None, None],
         moving=torch.from_numpy(np.ascontiguousarray(m_work, dtype=np.float32))[None, None],
         translation_mm=t,
-        moving_affine=shifted,
+        moving_grid=shifted,
     )
 
 
@@ -338,7 +338,7 @@ def finish_registration(
         warped_labels = Image(lab, fixed.affine.copy(), True, "warped_labels")
     return Registration(
         fixed=fixed,
-        disp_voxel=disp_f,
+        field=Field(disp_f, fixed.grid, "voxel"),
         warped=Image(warped, fixed.affine.copy(), False, "warped"),
         warped_labels=warped_labels,
         jacobian=jac,
