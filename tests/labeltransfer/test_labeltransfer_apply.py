@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from medistill.cli.labeltransfer import evaluate_labeltransfer, segment
+from medistill.cli.labeltransfer import segment
+from medistill.cli.main import main
 from medistill.errors import InputError
 from medistill.io import Image, load, resample_array, save
 from medistill.labeltransfer import transfer_labels, transfer_network
@@ -169,9 +170,8 @@ def test_evaluate_writes_metrics_and_summary(checkpoint, tmp_path, capsys):
         save(shifted(labels, t), tmp_path / f"s{i}_seg.nii.gz")
         rows.append(f"s{i}.nii.gz,s{i}_seg.nii.gz")
     (tmp_path / "images.csv").write_text("\n".join(rows) + "\n")
-    evaluate_labeltransfer(
-        model=checkpoint / "model.pt", images=tmp_path / "images.csv", out=tmp_path / "ev"
-    )
+    args = ["--model", checkpoint / "model.pt", "--images-csv", tmp_path / "images.csv"]
+    assert main(["evaluate", *map(str, args), "--out", str(tmp_path / "ev")]) == 0
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert summary["images"] == 2 and summary["dice_mean"] == pytest.approx(1.0)
     assert summary["task"] == "labeltransfer" and set(summary["dice_per_label"]) == {"1", "2", "3"}

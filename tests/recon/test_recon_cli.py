@@ -25,7 +25,7 @@ from tests.recon.test_recon_training import SIZE, phantom
 app = typer.Typer()
 app.command("train")(dispatch.train)  # the real `train`, which hands recon roles to train_recon
 app.command("reconstruct")(commands.reconstruct)
-app.command("evaluate")(commands.evaluate_recon)
+app.command("evaluate")(dispatch.evaluate)  # the real `evaluate`: the task registry
 app.command("demo")(commands.demo_recon)
 runner = CliRunner()
 

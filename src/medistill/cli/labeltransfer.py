@@ -1,10 +1,9 @@
-"""One-shot label-transfer commands (LT-Net): ``segment`` (a command of its own) and the
-label-transfer branches of ``train``, ``evaluate`` and ``demo`` (dispatched from
-:mod:`medistill.cli.registration`)."""
+"""One-shot label-transfer commands (LT-Net): ``segment`` (a command of its own), and
+``train`` / ``demo`` for label transfer as functions (the commands dispatch through
+:mod:`medistill.tasks`; ``evaluate`` too)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -60,21 +59,6 @@ def segment(
         f"network {result.seconds_network:.3f} s, total {result.seconds_total:.3f} s, "
         f"labels {sorted(int(v) for v in result.labels.labels())}"
     )
-
-
-def evaluate_labeltransfer(
-    model: Path,
-    images: Path,
-    out: Path,
-    atlas: Path | None = None,
-    atlas_labels: Path | None = None,
-    labels: list[int] | None = None,
-) -> None:
-    """Dice per structure of the transferred labels on the images of a CSV."""
-    from medistill.labeltransfer.evaluate import evaluate as run
-
-    summary = run(model, images, out, atlas=atlas, atlas_labels=atlas_labels, labels=labels)
-    typer.echo(json.dumps(summary, indent=2))
 
 
 def demo_labeltransfer(out: Path, config: str = "demo", set_: list[str] | None = None) -> None:

@@ -1,11 +1,11 @@
-"""MRI reconstruction / super-resolution commands (KD-MRI): train, reconstruct, evaluate, demo.
+"""MRI reconstruction / super-resolution commands (KD-MRI): train, reconstruct, demo.
 
-Command functions only; ``medistill.cli.main`` registers them.
+``evaluate`` dispatches through :mod:`medistill.tasks`. Command functions only;
+``medistill.cli.main`` registers them.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -119,27 +119,6 @@ def reconstruct(
     acc = acceleration or net.config.mask.acceleration
     what = "super-resolved" if net.is_sr else f"reconstructed at {acc:g}x"
     typer.echo(f"{out} ({' x '.join(map(str, output.shape))}, {what})")
-
-
-def evaluate_recon(
-    model: Annotated[Path, typer.Option(help="Recon / SR checkpoint (.pt).")],
-    images: Annotated[
-        list[Path],
-        typer.Option("--images", help="Volumes, slices or folders (repeat the option)."),
-    ],
-    out: Annotated[Path, typer.Option(help="Output folder (metrics.csv, summary.json).")],
-    acceleration: Annotated[
-        float | None, typer.Option(help="Undersampling factor (default: the model's).")
-    ] = None,
-) -> None:
-    """PSNR / SSIM / NMSE per volume (and of the zero-filled / low-res input), CPU ms per slice."""
-    from medistill.io.validate import check_output_folder
-    from medistill.recon.inference import evaluate
-
-    check_acceleration(acceleration)
-    out = check_output_folder(out)
-    summary = evaluate(model, images, out, acceleration=acceleration)
-    typer.echo(json.dumps(summary, indent=2))
 
 
 def demo_recon(
