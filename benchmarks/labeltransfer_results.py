@@ -8,8 +8,9 @@ the OASIS 3-class scheme (1 CSF + GM, 2 WM).
 
 Rows: no registration; forward-only registration (VoxelMorph-style: G_F with L_sim + L_smooth);
 forward-only plus each cycle term (image, transformation, anatomy, difference) and plus the GAN;
-full LT-Net; and, with --student, a distilled registration student (a `medistill train student`
-checkpoint) applied atlas -> image for label transfer. Dice per structure and mean.
+full LT-Net; with --student, a registration network (a `medistill train student` checkpoint or a
+built-in model such as `brain`) applied atlas -> image for label transfer; with --optimiser, the
+registration optimiser atlas -> image (no training). Dice per structure and mean.
 
 Usage (from the repository root; background; hours at --scale 1 on 2 CPU cores):
 
@@ -67,7 +68,14 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=1500, help="training steps at --scale 1")
     parser.add_argument("--preset", default="cpu-64", help="label-transfer preset (cpu-64, ...)")
     parser.add_argument("--labels", default="aseg-tissue", choices=("aseg-tissue", "keep"))
-    parser.add_argument("--student", type=Path, default=None, help="registration checkpoint")
+    parser.add_argument(
+        "--student", default=None, help="registration checkpoint or built-in name (brain)"
+    )
+    parser.add_argument(
+        "--optimiser",
+        default=None,
+        help="also the optimiser atlas -> image with this preset (brain, fast) or YAML",
+    )
     parser.add_argument("--only", nargs="*", default=None, help="run only these rows")
     parser.add_argument(
         "--cycle-weight",
@@ -165,32 +173,65 @@ def main() -> int:
         results[name]["wall_s"] = results[name].get("wall_s", 0.0) + time.perf_counter() - t
         print(f"{name}: Dice {results[name]['heldout']['dice_mean']:.3f}", flush=True)
 
+    atlas_img = load(out / "heldout" / "atlas.nii.gz")
+
+    def atlas_labels_for(extra):
+        lab = out / "real" / "atlas_oasis_seg.nii.gz" if extra == "real" else atlas_labels
+        return load(lab, is_label=True)
+
+    if args.optimiser is not None and (not args.only or "optimiser" in args.only):
+        from medistill.labeltransfer.evaluate import score_transfers
+        from medistill.optimise import load_optimise_config, register_optimise
+
+        ocfg = load_optimise_config(args.optimiser, [])
+        name = f"optimiser atlas -> image ({args.optimiser})"
+
+        def optimiser_eval(csv_path, target, extra):
+            lab = atlas_labels_for(extra)
+
+            def transfer(image):
+                reg = register_optimise(
+                    image, atlas_img, ocfg, moving_labels=lab, label_interp="linear"
+                )
+                return reg.warped_labels, reg.jacobian, reg.seconds_total
+
+            meta = {"method": "optimise", "config": args.optimiser}
+            score_transfers(transfer, lab, csv_path, target, ndim=3, meta=meta)
+
+        score(name, out / f"optimiser_{Path(args.optimiser).stem}", optimiser_eval)
+        print(f"{name}: Dice {results[name]['heldout']['dice_mean']:.3f}", flush=True)
+
     if args.student is not None and (not args.only or "distilled student" in args.only):
+        from medistill.builtin import available, resolve_model
         from medistill.registration.model import load_model
 
-        model, ckpt, scfg = load_model(args.student)
+        checkpoint = resolve_model(
+            Path(args.student) if args.student not in available() else args.student
+        )
+        model, ckpt, scfg = load_model(checkpoint)
         shape = tuple(scfg.data.shape)
-        atlas_img = load(out / "heldout" / "atlas.nii.gz")
         role = ckpt.get("role")
         detail = f"{scfg.model.cascades} cascade(s)"
         if role == "student":
             detail += f", distillation {scfg.distill.mode}"
+        if args.student in available():
+            detail = f"built-in '{args.student}', " + detail
         name = f"registration {role} ({detail})"
 
         def student_eval(csv_path, target, extra):
-            lab = out / "real" / "atlas_oasis_seg.nii.gz" if extra == "real" else atlas_labels
             with torch.inference_mode():
                 evaluate_transfer(
                     model,
                     shape,
                     atlas_img,
-                    load(lab, is_label=True),
+                    atlas_labels_for(extra),
                     csv_path,
                     target,
                     meta={"checkpoint": str(args.student)},
                 )
 
-        score(name, out / f"student_{args.student.parent.name}", student_eval)
+        folder = args.student if args.student in available() else Path(args.student).parent.name
+        score(name, out / f"student_{folder}", student_eval)
         print(f"{name}: Dice {results[name]['heldout']['dice_mean']:.3f}", flush=True)
     path.write_text(json.dumps(results, indent=2))
     write_table(out, results, steps)

@@ -8,7 +8,7 @@ CSV columns: ``image`` and ``labels`` (paths relative to the CSV). Outputs in ``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,7 +77,36 @@ def evaluate_transfer(
     Returns:
         The summary written to ``summary.json``.
     """
-    ndim = len(shape)
+
+    def transfer(image: Image) -> tuple[Image, np.ndarray, float]:
+        result = transfer_labels(model, atlas, atlas_labels, image, shape=shape, interp=interp)
+        return result.labels, result.jacobian, result.seconds_total
+
+    meta = {**(meta or {}), "working_shape": list(shape)}
+    return score_transfers(
+        transfer, atlas_labels, images_csv, out, ndim=len(shape), labels=labels, meta=meta
+    )
+
+
+TransferFunction = Callable[[Image], tuple[Image, np.ndarray, float]]
+"""An image -> (transferred label map on its grid, Jacobian determinant of the transform on its
+grid, seconds): any way of transferring the atlas labels (a network, the optimiser, ...)."""
+
+
+def score_transfers(
+    transfer: TransferFunction,
+    atlas_labels: Image,
+    images_csv: PathLike,
+    out: PathLike,
+    *,
+    ndim: int,
+    labels: Sequence[int] | None = None,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run ``transfer`` on every image of ``images_csv`` and score it against its label map:
+    Dice per structure (default: the atlas' non-zero labels), folding (% of voxels with a
+    non-positive Jacobian), seconds per image. Writes ``metrics.csv`` and ``summary.json`` in
+    ``out`` and returns the summary (``meta`` first)."""
     chosen = (
         [int(v) for v in labels]
         if labels is not None
@@ -87,17 +116,16 @@ def evaluate_transfer(
     for image_path, labels_path in read_images_csv(images_csv):
         image = load(image_path, is_label=False, dims=ndim)
         truth = check_same_grid(image, load(labels_path, is_label=True, dims=ndim))
-        result = transfer_labels(model, atlas, atlas_labels, image, shape=shape, interp=interp)
-        d = dice(result.labels.data, truth.data, labels=chosen)
+        predicted, jacobian, seconds = transfer(image)
+        d = dice(predicted.data, truth.data, labels=chosen)
         row: dict[str, Any] = {"image": image_path.name, "dice_mean": nanmean(d)}
         row.update({f"dice_{k}": v for k, v in d.items()})
-        row["folding_pct"] = 100.0 * folding_fraction(result.jacobian)
-        row["seconds"] = result.seconds_total
+        row["folding_pct"] = 100.0 * folding_fraction(jacobian)
+        row["seconds"] = seconds
         rows.append(row)
     summary: dict[str, Any] = {
         **(meta or {}),
         "images": len(rows),
-        "working_shape": list(shape),
         "labels": chosen,
         **summarize_rows(rows, {"dice_mean": "dice_mean"}),
         "dice_per_label": per_label_means(rows),
