@@ -8,9 +8,12 @@ the OASIS 3-class scheme (1 CSF + GM, 2 WM).
 
 Rows: no registration; forward-only registration (VoxelMorph-style: G_F with L_sim + L_smooth);
 forward-only plus each cycle term (image, transformation, anatomy, difference) and plus the GAN;
-full LT-Net; with --student, a registration network (a `medistill train student` checkpoint or a
-built-in model such as `brain`) applied atlas -> image for label transfer; with --optimiser, the
-registration optimiser atlas -> image (no training). Dice per structure and mean.
+full LT-Net; LT-Net balanced (G_F starts from the trained forward-only row, G_B pre-trained on
+random smooth fields for steps/4, cycle terms on G_B only until steps/2, each term scaled by its
+size at the first joint step); with --student, a registration network (a `medistill train
+student` checkpoint or a built-in model such as `brain`) applied atlas -> image for label
+transfer; with --optimiser, the registration optimiser atlas -> image (no training). Dice per
+structure and mean.
 
 Usage (from the repository root; background; hours at --scale 1 on 2 CPU cores):
 
@@ -35,6 +38,8 @@ from real_brains import ROOT, SHARED, write_real_brains
 sys.path.insert(0, str(ROOT / "src"))
 ALL_CYCLE = ("gan", "cyc", "anatomy", "trans", "diff")
 
+BALANCED = "LT-Net balanced (G_F from forward-only, G_B pre-trained)"
+
 # row name -> (folder, loss terms switched on besides sim + smooth)
 ROWS = {
     "forward-only (VoxelMorph-style)": ("forward", ()),
@@ -44,6 +49,7 @@ ROWS = {
     "+ difference cycle": ("diff", ("diff",)),
     "+ GAN": ("gan", ("gan",)),
     "LT-Net (all terms)": ("ltnet", ALL_CYCLE),
+    BALANCED: ("balanced", ALL_CYCLE),
 }
 
 
@@ -155,6 +161,15 @@ def main() -> int:
         for term in ALL_CYCLE:
             weight = 1.0 if term == "gan" else args.cycle_weight
             setattr(rcfg.loss, term, weight if term in terms else 0.0)
+        if name == BALANCED:  # issue 15: a good start for both generators, balanced terms
+            start = out / ROWS["forward-only (VoxelMorph-style)"][0] / "model.pt"
+            if not start.exists():
+                print(f"skipped {name}: train the forward-only row first ({start})")
+                continue
+            rcfg.model.forward_init = str(start)
+            rcfg.loss.balance = "initial"
+            rcfg.loss.backward_pretrain = steps // 4
+            rcfg.loss.cycle_start = steps // 2
         t = time.perf_counter()
         if not (run / "model.pt").exists():
             print(f"training {name} ({steps} steps) in {run}", flush=True)
