@@ -1,4 +1,4 @@
-"""The label-transfer demo end to end on a tiny setting: checkpoints, summary and report."""
+"""The label-transfer demo end to end on a tiny 3-D setting: checkpoints, summary and report."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ from medistill.cli.labeltransfer import demo_labeltransfer
 from medistill.train import load_checkpoint
 
 TINY = [
-    "data.shape=[32,32]",
+    "data.shape=[32,32,32]",
     "data.subjects=2",
     "model.enc=[4,8,8,8]",
     "model.dec=[8,8,8,8,8,4,4]",
     "gan.widths=[4,8]",
     "loss.window=5",
-    "loop.steps=2",
+    "loop.steps=4",
+    "loss.backward_pretrain=1",
+    "loss.cycle_start=2",
     "loop.progress=false",
 ]
 
@@ -29,7 +31,10 @@ def test_demo_writes_report_and_checkpoints(tmp_path, capsys):
     assert models == ["no registration", "forward-only (VoxelMorph-style)", "LT-Net"]
     for row in summary["rows"]:
         assert 0.0 <= row["dice_mean"] <= 1.0 and set(row["dice_per_label"]) == {"1", "2", "3"}
-    assert load_checkpoint(tmp_path / "ltnet.pt", task="labeltransfer")["role"] == "ltnet"
+    lt = load_checkpoint(tmp_path / "ltnet.pt", task="labeltransfer")
+    assert lt["role"] == "ltnet" and lt["config"]["model"]["ndim"] == 3
+    # LT-Net's G_F started from the forward-only run of the same demo
+    assert lt["config"]["model"]["forward_init"] == str(tmp_path / "runs" / "forward" / "model.pt")
     assert load_checkpoint(tmp_path / "forward_only.pt")["role"] == "forward-only"
     html = (tmp_path / "report.html").read_text(encoding="utf-8")
     assert "Dice per structure" in html and html.count("data:image/png;base64") >= 3

@@ -1,11 +1,12 @@
 """``medistill demo labeltransfer``: one-shot segmentation by label transfer on the embedded data.
 
-Trains LT-Net (all terms of the paper) and the forward-only baseline (VoxelMorph-style: ``G_F``
-with ``L_sim + L_smooth``) with one labelled atlas (the MNI152 template and its tissue labels) and
-unlabelled embedded subjects, segments held-out labelled subjects by warping the atlas labels,
-and writes ``report.html``, ``summary.json`` and the checkpoints ``ltnet.pt`` and
-``forward_only.pt``. The ``demo`` preset is 2-D (axial slices, minutes on 2 CPU cores); any other
-preset or overrides (``--set``) give a 3-D demo.
+Trains the forward-only baseline (VoxelMorph-style: ``G_F`` with ``L_sim + L_smooth``), then
+LT-Net (all terms of the paper) with ``G_F`` starting from that baseline (unless the config's
+``model.forward_init`` names another checkpoint), with one labelled atlas (the MNI152 template and
+its tissue labels) and unlabelled embedded subjects; segments held-out labelled subjects by
+warping the atlas labels, and writes ``report.html``, ``summary.json`` and the checkpoints
+``ltnet.pt`` and ``forward_only.pt``. The ``demo`` preset is 3-D (48^3, G_B pre-trained, balanced
+terms); ``demo-2d`` is the 2-D demo (axial slices, the seed's raw weights).
 """
 
 from __future__ import annotations
@@ -26,10 +27,14 @@ BACKWARD_TERMS = ("gan", "cyc", "anatomy", "trans", "diff")
 
 
 def forward_only(cfg: LabelTransferConfig) -> LabelTransferConfig:
-    """A copy of ``cfg`` with only ``L_sim`` and ``L_smooth`` (VoxelMorph-style registration)."""
+    """A copy of ``cfg`` with only ``L_sim`` and ``L_smooth`` (VoxelMorph-style registration):
+    no ``G_B`` (so no pre-training), the raw terms (no balance), a random start."""
     out = copy.deepcopy(cfg)
     for term in BACKWARD_TERMS:
         setattr(out.loss, term, 0.0)
+    out.loss.backward_pretrain = 0
+    out.loss.balance = "none"
+    out.model.forward_init = ""
     return out
 
 
@@ -70,9 +75,12 @@ def run_demo(
     with watch.stage("data"):
         data = build_data(cfg.data)
 
+    lt_cfg = copy.deepcopy(cfg)
+    if not lt_cfg.model.forward_init:  # LT-Net adds its cycles to a forward registration
+        lt_cfg.model.forward_init = str(out / "runs" / "forward" / "model.pt")
     runs = {
-        "LT-Net": (cfg, "ltnet"),
         "forward-only (VoxelMorph-style)": (forward_only(cfg), "forward"),
+        "LT-Net": (lt_cfg, "ltnet"),
     }
     checkpoints = {}
     for name, (run_cfg, folder) in runs.items():
