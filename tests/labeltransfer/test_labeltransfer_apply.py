@@ -266,7 +266,7 @@ def test_command_line_wiring(checkpoint, tmp_path, capsys):
     assert len(err) == 2 and all(line.startswith("medistill: error:") for line in err)
     assert not (tmp_path / "o.nii.gz").exists()
     run = tmp_path / "run"
-    train = ["train", "labeltransfer", "--config", "demo", "--out", str(run)]
+    train = ["train", "labeltransfer", "--config", "demo-2d", "--out", str(run)]
     steps = ["--set", "loop.steps=2", "--set", "loop.progress=false", "--set", "data.subjects=4"]
     assert main([*train, *steps, "--set", "loss.cycle_start=1"]) == 0
     assert load_checkpoint(run / "model.pt")["task"] == "labeltransfer"

@@ -14,7 +14,7 @@ from tests.utils import torchrun_cli
 def test_torchrun_two_processes(tmp_path):
     cfg = tmp_path / "ddp.yaml"
     cfg.write_text(
-        "preset: demo\n"
+        "preset: demo-2d\n"
         "model: {enc: [4, 8, 8, 8], dec: [8, 8, 8, 8, 8, 4, 4]}\n"
         "gan: {widths: [4, 8]}\n"
         "data: {shape: [32, 32], subjects: 2}\n"
