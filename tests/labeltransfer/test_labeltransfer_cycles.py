@@ -82,17 +82,19 @@ def test_balance_scales_are_measured_once_and_resume_exactly(tmp_path):
 
 def test_balanced_terms_start_equal_to_their_weights():
     """With balance on, each term enters the first joint step at its weight alone (the term
-    divided by its own magnitude is 1)."""
-    from medistill.labeltransfer.training import total_loss
+    divided by its own magnitude is 1), except the smoothness, which keeps its raw ratio to the
+    similarity (both divided by the similarity's magnitude)."""
+    from medistill.labeltransfer.training import balance_scales, total_loss
 
     cfg = tiny_config(balance="initial", gan=0.0)
     terms = {"sim": torch.tensor(0.2), "cyc": torch.tensor(0.05), "smooth": torch.tensor(4.0)}
-    scales = torch.zeros(len(TERMS))
-    for name, value in terms.items():
-        scales[TERMS.index(name)] = value
+    scales = balance_scales(terms)
+    assert float(scales[TERMS.index("smooth")]) == pytest.approx(0.2)
+    assert float(scales[TERMS.index("gan")]) == 0.0  # not computed: not scaled
     total = total_loss(cfg, terms, step=None, scales=scales)
     w = cfg.loss
-    assert float(total) == pytest.approx(w.sim + w.lambda1 * w.cyc + w.lambda2 * w.smooth)
+    expected = w.sim + w.lambda1 * w.cyc + w.lambda2 * w.smooth * 4.0 / 0.2
+    assert float(total) == pytest.approx(expected)
 
 
 def test_collapse_guard_is_logged(tmp_path):

@@ -148,7 +148,8 @@ class LossConfig:
         balance: ``"none"`` (the seed's weights on the raw terms) or ``"initial"``: each term
             is divided by its magnitude at the first joint step (stored in the checkpoint), so
             the seed's weights act as ratios between terms of equal size and no term can buy
-            its minimum by undoing the alignment.
+            its minimum by undoing the alignment; ``L_smooth`` is divided by ``L_sim``'s
+            magnitude (the regulariser keeps its raw ratio to the similarity it regularises).
         collapse_threshold: the collapse guard flags ``G_F`` when the spread of its fields over
             a fixed probe of training images (:func:`field_spread`) falls below this.
     """
