@@ -129,7 +129,10 @@ def _recon_line(row: dict[str, Any]) -> str:
 
 
 def _labeltransfer_line(row: dict[str, Any]) -> str:
-    return f"{row['model']:28s} Dice {row['dice_mean']:.3f}"
+    line = f"{row['model']:28s} Dice {row['dice_mean']:.3f}"
+    if row.get("collapsed"):
+        line += f"  (G_F collapsed: field {row['fwd_length_vox']:.2f} voxels)"
+    return line
 
 
 def _registration_roles() -> tuple[str, ...]:

@@ -17,6 +17,7 @@ TINY = [
     "gan.widths=[4,8]",
     "loss.window=5",
     "loop.steps=4",
+    "loop.log_every=2",
     "loss.backward_pretrain=1",
     "loss.cycle_start=2",
     "loop.progress=false",
@@ -31,6 +32,8 @@ def test_demo_writes_report_and_checkpoints(tmp_path, capsys):
     assert models == ["no registration", "forward-only (VoxelMorph-style)", "LT-Net"]
     for row in summary["rows"]:
         assert 0.0 <= row["dice_mean"] <= 1.0 and set(row["dice_per_label"]) == {"1", "2", "3"}
+    for row in summary["rows"][1:]:  # the collapse guard's last reading of each trained run
+        assert {"fwd_spread", "fwd_length_vox", "collapsed"} <= set(row)
     lt = load_checkpoint(tmp_path / "ltnet.pt", task="labeltransfer")
     assert lt["role"] == "ltnet" and lt["config"]["model"]["ndim"] == 3
     # LT-Net's G_F started from the forward-only run of the same demo

@@ -21,7 +21,7 @@ from medistill.metrics.summary import nanmean, per_label_means, summarize_rows, 
 from medistill.report import Stopwatch
 from medistill.train import load_config
 
-__all__ = ["BACKWARD_TERMS", "forward_only", "identity_row", "run_demo"]
+__all__ = ["BACKWARD_TERMS", "collapse_guard", "forward_only", "identity_row", "run_demo"]
 
 BACKWARD_TERMS = ("gan", "cyc", "anatomy", "trans", "diff")
 
@@ -57,6 +57,21 @@ def identity_row(images_csv: Path, atlas_labels: Path, labels: list[int]) -> dic
         "dice_per_label": per_label_means(rows),
         "folding_pct": 0.0,
     }
+
+
+def collapse_guard(log: Path) -> dict[str, float]:
+    """The collapse guard's last reading in a training log (``fwd_spread``, ``fwd_length_vox``,
+    ``collapsed``; empty when the log has none)."""
+    import json
+
+    keys = ("fwd_spread", "fwd_length_vox", "collapsed")
+    last: dict[str, float] = {}
+    if log.is_file():
+        for line in log.read_text().splitlines():
+            record = json.loads(line)
+            if all(k in record for k in keys):
+                last = {k: float(record[k]) for k in keys}
+    return last
 
 
 def run_demo(
@@ -99,7 +114,8 @@ def run_demo(
         rows = [identity_row(images_csv, atlas_labels_path, labels)]
         for name in ("forward-only (VoxelMorph-style)", "LT-Net"):
             ckpt = checkpoints[name]
-            rows.append({"model": name, **evaluate(ckpt, images_csv, out / "eval" / ckpt.stem)})
+            row = {"model": name, **evaluate(ckpt, images_csv, out / "eval" / ckpt.stem)}
+            rows.append({**row, **collapse_guard(out / "runs" / runs[name][1] / "log.jsonl")})
     summary = {
         "rows": rows,
         "timings_s": watch.total(),

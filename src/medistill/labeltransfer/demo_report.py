@@ -94,7 +94,8 @@ def write_demo_report(
             row[f"Dice {label_name(key)}"] = value
     columns = ["model", "dice_mean", "dice_sd"]
     columns += [f"Dice {label_name(k)}" for k in rows[-1].get("dice_per_label", {})]
-    columns += ["folding_pct", "seconds_per_image", "params"]
+    columns += ["folding_pct", "fwd_length_vox", "fwd_spread", "collapsed"]
+    columns += ["seconds_per_image", "params"]
     timings = timings_list(summary["timings_s"])
     sections = [
         (
@@ -103,7 +104,10 @@ def write_demo_report(
             + "<p>One labelled atlas, unlabelled training images; the labels of held-out "
             "subjects are used only here. 'no registration' lays the atlas labels on each "
             "subject through world space. Folding: % of voxels with a non-positive Jacobian "
-            "determinant; seconds include resampling to and from the working grid.</p>",
+            "determinant; seconds include resampling to and from the working grid. Collapse guard "
+            "(last training log): mean length of G_F's field and its spread over a fixed probe of "
+            "training images, in voxels; 'collapsed' = 1 when the spread is below "
+            "loss.collapse_threshold (an image-independent forward field).</p>",
         ),
         (
             "Segmentations",
