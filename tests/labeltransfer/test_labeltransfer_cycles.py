@@ -171,3 +171,57 @@ def test_segment_refuses_an_image_of_the_other_dimensionality(tmp_path, capsys):
         assert code == 2 and len(err.strip().splitlines()) == 1, err
         assert image in err and want in err, err
         assert not out.exists()
+
+
+def test_cycle_cap_scales_only_the_cycle_gradient_into_the_forward_field():
+    """With the cycle branch tapped, G_F's gradient is main + c * cycle (checked against the two
+    gradients taken separately), G_B's is unchanged, and each tap records one norm."""
+    from medistill.labeltransfer.model import LTNet
+
+    torch.manual_seed(0)
+    net = LTNet(2, (4, 8, 8, 8), (8, 8, 8, 8, 8, 4, 4), backward=True)
+    with torch.no_grad():
+        net.forward_net.flow.bias.fill_(0.4)
+        net.backward_net.flow.bias.fill_(-0.3)
+    atlas, image = torch.rand(1, 1, SIZE, SIZE), torch.rand(2, 1, SIZE, SIZE)
+    onehot = torch.nn.functional.one_hot(torch.randint(0, 3, (1, SIZE, SIZE)), 3)
+    onehot = onehot.permute(0, 3, 1, 2).float()
+    fparams, bparams = list(net.forward_net.parameters()), list(net.backward_net.parameters())
+
+    def losses(out):
+        main = out.warped.square().mean() + out.disp.square().mean()
+        probs = out.cycle_probs if out.cycle_probs is not None else out.warped_probs
+        cyc = (out.cycled - atlas).abs().mean() + out.cycled_probs.square().mean()
+        return main, cyc + probs.square().mean()
+
+    main, cyc = losses(net(atlas, onehot, image))
+    g_main = torch.autograd.grad(main, fparams, retain_graph=True, allow_unused=True)
+    g_cyc = torch.autograd.grad(cyc, fparams, retain_graph=True, allow_unused=True)
+    g_b = torch.autograd.grad(main + cyc, bparams, allow_unused=True)
+    norms = {"main": [], "cycle": []}
+    main, cyc = losses(net(atlas, onehot, image, cycle_grad=0.25, grad_norms=norms))
+    g = torch.autograd.grad(main + cyc, fparams + bparams, allow_unused=True)
+    for got, a, b in zip(g[: len(fparams)], g_main, g_cyc, strict=True):
+        expected = (a if a is not None else 0) + 0.25 * (b if b is not None else 0)
+        assert torch.allclose(got, expected, atol=1e-6)
+    for got, want in zip(g[len(fparams) :], g_b, strict=True):
+        assert torch.allclose(got, want, atol=1e-6)
+    assert len(norms["main"]) == 1 and len(norms["cycle"]) == 1 and norms["cycle"][0] > 0
+
+
+def test_cycle_cap_value_and_training_state(tmp_path):
+    from medistill.labeltransfer.training import cycle_cap
+
+    assert cycle_cap(0.5, 2.0, 4.0) == pytest.approx(0.25)
+    assert cycle_cap(0.5, 2.0, 0.1) == 1.0  # a weak cycle pull is left alone
+    assert cycle_cap(0.5, 2.0, 0.0) == 1.0 and cycle_cap(0.5, 2.0, float("nan")) == 0.0
+    cfg = tiny_config(cycle_share=0.5, cycle_start=1)
+    cfg.loop.steps = 3
+    state = train(cfg, tmp_path, data=tiny_data())
+    scale = state["modules"]["generators"]["cycle_grad_scale"]
+    assert 0.0 < float(scale) <= 1.0  # measured after the joint steps
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert "cycle_grad_scale" not in log[0]  # warm-up: the cycle branch is detached
+    assert log[1]["cycle_grad_scale"] == 0.0  # the first joint step: no cycle pull on G_F
+    with pytest.raises(InputError, match="cycle_share"):
+        train(tiny_config(cycle_share=-1.0), tmp_path / "bad", data=tiny_data())

@@ -152,6 +152,12 @@ class LossConfig:
             magnitude (the regulariser keeps its raw ratio to the similarity it regularises).
         collapse_threshold: the collapse guard flags ``G_F`` when the spread of its fields over
             a fixed probe of training images (:func:`field_spread`) falls below this.
+        cycle_share: 0 (off) or the cap on the cycle terms' pull on ``G_F``: after the warm-up,
+            the gradient the cycle terms send into ``Delta_F`` is scaled each step so that its
+            norm is at most ``cycle_share`` times the norm of the forward terms' gradient
+            (similarity, smoothness, GAN) at ``Delta_F``, measured at the step before (the
+            first joint step gives ``G_F`` no cycle gradient). ``G_B`` gets the cycle terms in
+            full. Bounds the pull of the cycles instead of their value (``balance``).
     """
 
     gan: float = 1.0
@@ -175,6 +181,7 @@ class LossConfig:
     pretrain_pool: int = 0
     balance: Literal["none", "initial"] = "none"
     collapse_threshold: float = 0.05
+    cycle_share: float = 0.0
 
 
 @dataclass

@@ -73,6 +73,8 @@ class LTNetOutput(NamedTuple):
         disp_backward: ``(B, ndim, *S)`` backward field ``Delta_B``: ``u_bar`` -> atlas.
         cycled: ``(B, 1, *S)`` ``l_bar = u_bar o Delta_B`` (see ``cycle_warp`` of :class:`LTNet`).
         cycled_probs: ``(B, L, *S)`` ``l_bar_s = u_bar_s o Delta_B``.
+        cycle_disp, cycle_probs: the ``Delta_F`` and ``u_bar_s`` the cycle branch used, when it
+            used its own gradient tap (``grad_norms`` of :meth:`LTNet.forward`); else ``None``.
     """
 
     disp: Tensor
@@ -81,6 +83,23 @@ class LTNetOutput(NamedTuple):
     disp_backward: Tensor | None
     cycled: Tensor | None
     cycled_probs: Tensor | None
+    cycle_disp: Tensor | None = None
+    cycle_probs: Tensor | None = None
+
+
+class GradTap(torch.autograd.Function):
+    """Identity forward; backward records the norm of the incoming gradient in ``store`` (a
+    list) and passes the gradient on multiplied by ``scale``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: float, store: list) -> Tensor:  # noqa: D102
+        ctx.scale, ctx.store = scale, store
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # noqa: D102
+        ctx.store.append(float(grad.detach().float().norm()))
+        return grad * ctx.scale, None, None
 
 
 class LTNet(nn.Module):
@@ -119,6 +138,8 @@ class LTNet(nn.Module):
         atlas_onehot: Tensor | None,
         image: Tensor,
         detach_forward: bool = False,
+        cycle_grad: float = 1.0,
+        grad_norms: dict[str, list] | None = None,
     ) -> LTNetOutput:
         """Run the forward (and backward) correspondence.
 
@@ -130,6 +151,12 @@ class LTNet(nn.Module):
             image: ``(B, 1, *S)`` unlabelled image ``u``; sizes multiples of 16.
             detach_forward: the backward branch (``Delta_B``, ``l_bar``, ``l_bar_s``) sees
                 ``Delta_F`` and ``u_bar`` without gradient, so losses on it train ``G_B`` only.
+            cycle_grad: with ``grad_norms``: the factor on the gradient that the backward branch
+                sends into ``Delta_F`` (the cycle cap of ``loss.cycle_share``).
+            grad_norms: ``{"main": [], "cycle": []}`` to tap ``Delta_F`` twice: once for the
+                forward outputs (similarity, smoothness, GAN) and once for the backward branch,
+                which then warps the atlas from its own tap; the backward pass appends the norm
+                of each gradient reaching ``Delta_F`` (before ``cycle_grad``).
 
         Returns:
             :class:`LTNetOutput`.
@@ -140,6 +167,10 @@ class LTNet(nn.Module):
         if atlas_onehot is not None and atlas_onehot.shape[0] != batch:
             atlas_onehot = atlas_onehot.expand(batch, *atlas_onehot.shape[1:])
         disp_f = self.forward_net(image, atlas)  # G_F(l, u)
+        source = disp_f
+        tapped = grad_norms is not None and self.backward_net is not None and not detach_forward
+        if tapped:
+            disp_f = GradTap.apply(source, 1.0, grad_norms["main"])
         warped = warp(atlas, disp_f)
         warped_probs = warp(atlas_onehot, disp_f) if atlas_onehot is not None else None
         if self.backward_net is None:
@@ -148,6 +179,10 @@ class LTNet(nn.Module):
         if detach_forward:
             f_disp, f_warped = disp_f.detach(), warped.detach()
             f_probs = warped_probs.detach() if warped_probs is not None else None
+        elif tapped:
+            f_disp = GradTap.apply(source, float(cycle_grad), grad_norms["cycle"])
+            f_warped = warp(atlas, f_disp)
+            f_probs = warp(atlas_onehot, f_disp) if atlas_onehot is not None else None
         disp_b = self.backward_net(atlas, f_warped)  # G_B(u_bar, l)
         if self.cycle_warp == "composed":
             # warp(warp(m, F), B) = warp(m, compose(F, B)): one interpolation of the atlas
@@ -157,6 +192,10 @@ class LTNet(nn.Module):
         else:
             cycled = warp(f_warped, disp_b)
             cycled_probs = warp(f_probs, disp_b) if f_probs is not None else None
+        if tapped:
+            return LTNetOutput(
+                disp_f, warped, warped_probs, disp_b, cycled, cycled_probs, f_disp, f_probs
+            )
         return LTNetOutput(disp_f, warped, warped_probs, disp_b, cycled, cycled_probs)
 
 
@@ -217,6 +256,9 @@ def build_model(cfg: LabelTransferConfig) -> LTNet:
         # each term's magnitude at the first joint step (0 = not yet measured); a buffer, so it
         # is saved with the weights and restored on --resume
         net.register_buffer("balance_scales", torch.zeros(len(LOSS_TERMS)))
+    if cfg.loss.cycle_share > 0 and net.backward_net is not None:
+        # the factor on the cycle terms' gradient into Delta_F (0 until first measured)
+        net.register_buffer("cycle_grad_scale", torch.zeros(()))
     return net
 
 

@@ -106,6 +106,8 @@ def generator_terms(
     disp_b = out.disp_backward.float()
     f_disp = disp_f.detach() if detach_forward else disp_f
     f_probs = out.warped_probs.detach() if detach_forward else out.warped_probs
+    if out.cycle_disp is not None:  # the cycle branch's own tap of Delta_F (loss.cycle_share)
+        f_disp, f_probs = out.cycle_disp.float(), out.cycle_probs
     if smooth is not None:
         terms["smooth"] = smooth + L.smooth_loss(disp_b, w.smooth_penalty)
     if w.cyc > 0:
@@ -308,8 +310,12 @@ class LabelTransferTask:
         atlas = atlas.expand(batch_size, *atlas.shape[1:])
         onehot = onehot.expand(batch_size, *onehot.shape[1:])
         warmup = in_warmup(self.cfg, step)
+        cap = getattr(self.net, "cycle_grad_scale", None)
+        norms: dict[str, list] | None = None
+        if cap is not None and not warmup:
+            norms = {"main": [], "cycle": []}
         with ctx.autocast():
-            out = net(atlas, onehot, image, warmup)
+            out = net(atlas, onehot, image, warmup, float(cap) if cap is not None else 1.0, norms)
         logs: dict[str, float] = {}
         fake_scores = None
         disc = ctx.modules.get("discriminator")
@@ -335,10 +341,22 @@ class LabelTransferTask:
         info = ctx.optimize("generators", loss)
         if disc is not None:
             disc.requires_grad_(True)
+        if norms is not None and norms["main"] and norms["cycle"]:
+            logs["cycle_grad_scale"] = float(cap)  # the factor this step used
+            cap.fill_(cycle_cap(self.cfg.loss.cycle_share, norms["main"][0], norms["cycle"][0]))
         logs.update({k: float(v.detach()) for k, v in terms.items()})
         logs["loss"] = float(loss.detach())
         logs.update(info)
         return logs
+
+
+def cycle_cap(share: float, main_norm: float, cycle_norm: float) -> float:
+    """The factor on the cycle terms' gradient into ``Delta_F`` for the next step: at most 1, and
+    small enough that the capped cycle gradient is ``share`` times the gradient of the forward
+    terms (similarity, smoothness, GAN) at ``Delta_F``."""
+    if cycle_norm <= 0 or not (cycle_norm < float("inf")):
+        return 1.0 if cycle_norm <= 0 else 0.0
+    return float(min(1.0, share * main_norm / cycle_norm))
 
 
 def balance_scales(terms: dict[str, Tensor]) -> Tensor:
@@ -412,6 +430,8 @@ def check_config(cfg: LabelTransferConfig) -> None:
         raise InputError(f"loss weights must be >= 0 with at least one > 0, got {weights}")
     if not uses_backward(cfg.loss) and cfg.loss.sim <= 0 and cfg.loss.gan <= 0:
         raise InputError("loss: the forward generator needs loss.sim > 0 or loss.gan > 0")
+    if not cfg.loss.cycle_share >= 0:
+        raise InputError(f"loss.cycle_share must be >= 0 (0: off), got {cfg.loss.cycle_share}")
     if cfg.loss.pretrain_pool < 0:
         raise InputError(f"loss.pretrain_pool must be >= 0, got {cfg.loss.pretrain_pool}")
     if cfg.loss.backward_pretrain < 0 or cfg.loss.pretrain_disp < 0:
