@@ -26,6 +26,7 @@ learns to invert it; afterwards every term trains both generators (optionally ra
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -354,8 +355,10 @@ def cycle_cap(share: float, main_norm: float, cycle_norm: float) -> float:
     """The factor on the cycle terms' gradient into ``Delta_F`` for the next step: at most 1, and
     small enough that the capped cycle gradient is ``share`` times the gradient of the forward
     terms (similarity, smoothness, GAN) at ``Delta_F``."""
-    if cycle_norm <= 0 or not (cycle_norm < float("inf")):
-        return 1.0 if cycle_norm <= 0 else 0.0
+    if not math.isfinite(cycle_norm):
+        return 0.0
+    if cycle_norm <= 0:
+        return 1.0
     return float(min(1.0, share * main_norm / cycle_norm))
 
 
