@@ -122,10 +122,10 @@ def _registration_line(row: dict[str, Any]) -> str:
 
 
 def _recon_line(row: dict[str, Any]) -> str:
-    return (
-        f"{row['model']:28s} PSNR {row['psnr_mean']:6.2f}  SSIM {row['ssim_mean']:.4f}  "
-        f"{row.get('ms_per_slice', float('nan')):7.1f} ms"
-    )
+    line = f"{row['model']:28s} PSNR {row['psnr_mean']:6.2f}  SSIM {row['ssim_mean']:.4f}  "
+    if "psnr_inverted_mean" in row:
+        line += f"inverted contrast PSNR {row['psnr_inverted_mean']:6.2f}  "
+    return line + f"{row.get('ms_per_slice', float('nan')):7.1f} ms"
 
 
 def _labeltransfer_line(row: dict[str, Any]) -> str:

@@ -261,3 +261,20 @@ def test_demo_writes_report_and_checkpoints(tmp_path):
     assert "data:image/png;base64" in html and "zero-filled" in html
     assert [r["model"] for r in summary["rows"]][0].startswith("zero-filled")
     assert len(summary["rows"]) == 6  # zero-filled + teacher + 4 students
+    # the second table: the same held-out slices with their contrast inverted, scored alike
+    inverted = summary["rows_inverted"]
+    assert [r["model"] for r in inverted] == [r["model"] for r in summary["rows"]]
+    pairs = zip(summary["rows"], inverted, strict=True)
+    assert all(r["psnr_inverted_mean"] == i["psnr_mean"] for r, i in pairs)
+    assert "contrast inverted" in html
+    from medistill.recon.augment import invert_foreground
+
+    plain = sorted((tmp_path / "demo" / "heldout").glob("*.nii.gz"))
+    other = sorted((tmp_path / "demo" / "heldout_inverted").glob("*.nii.gz"))
+    assert [p.name for p in plain] == [p.name for p in other] and len(plain) == 2
+    a = torch.from_numpy(load(plain[0]).data.astype(np.float32))[None, None]
+    b = load(other[0]).data
+    np.testing.assert_allclose(b, invert_foreground(a)[0, 0].numpy(), atol=1e-6)
+    # inside the brain dark became bright: the two contrasts anti-correlate there
+    inside = a[0, 0].numpy() > 0.2
+    assert np.corrcoef(a[0, 0].numpy()[inside], b[inside])[0, 1] < -0.5

@@ -3,9 +3,11 @@
 Trains a DC-CNN teacher, then students without distillation, with attention transfer only
 (KD-MRI step 2), with imitation only, and with both (step 3 from step 2's weights); optionally the
 same for VDSR super-resolution. Evaluates everything on held-out slices (the embedded test
-split), times teacher and student on the CPU in one run, and writes ``report.html`` with the
-checkpoints ``recon_teacher.pt``, ``recon_student.pt``, ``recon_at.pt``, ``recon_imitation.pt``,
-``recon_kd.pt`` (and ``sr_teacher.pt``, ``sr_student.pt``, ``sr_kd.pt``).
+split) and on the same slices with their contrast inverted inside the brain (T2-like: only the
+training augmentation ever inverts a slice), times teacher and student on the CPU in one run, and
+writes ``report.html`` with the checkpoints ``recon_teacher.pt``, ``recon_student.pt``,
+``recon_at.pt``, ``recon_imitation.pt``, ``recon_kd.pt`` (and ``sr_teacher.pt``,
+``sr_student.pt``, ``sr_kd.pt``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import logging
 import shutil
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from medistill.metrics.summary import write_summary
 from medistill.recon.config import ReconConfig, presets
@@ -54,6 +58,27 @@ def write_heldout(folder: Path, size: int, n: int, seed: int) -> list[Path]:
     return paths
 
 
+def write_inverted(paths: list[Path], folder: Path) -> list[Path]:
+    """The slices of ``paths`` with their contrast inverted inside the foreground
+    (:func:`medistill.recon.augment.invert_foreground`), written to ``folder`` under the same
+    names; returns their paths."""
+    import torch
+
+    from medistill.io import Image, load, save
+    from medistill.recon.augment import invert_foreground
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for path in paths:
+        image = load(path)
+        data = torch.from_numpy(np.asarray(image.data, dtype=np.float32))[None, None]
+        inverted = invert_foreground(data)[0, 0].numpy()
+        target = folder / path.name
+        save(Image(inverted, image.affine), target)
+        out.append(target)
+    return out
+
+
 def _train_runs(
     runs: dict[str, tuple[str, str, str, str]], cfg: ReconConfig, out: Path, watch: Stopwatch
 ) -> dict[str, Path]:
@@ -84,11 +109,13 @@ def _rows(
     out: Path,
     input_label: str,
 ) -> list[dict[str, Any]]:
+    """One row per run (the degraded input first), scored on ``heldout``; evaluations in
+    ``out/<run>``."""
     from medistill.recon.inference import evaluate
 
     rows: list[dict[str, Any]] = []
     for name, (_, _, _, label) in runs.items():
-        summary = evaluate(checkpoints[name], heldout, out / "eval" / name)
+        summary = evaluate(checkpoints[name], heldout, out / name)
         if not rows:
             rows.append(
                 {
@@ -152,9 +179,16 @@ def run_demo(
     with watch.stage("evaluate"):
         heldout = write_heldout(out / "heldout", cfg.data.size, n_test, cfg.data.seed)
         acc = f"{cfg.mask.acceleration:g}x"
-        rows = _rows(RECON_RUNS, checkpoints, heldout, out, f"zero-filled ({acc})")
-        low = f"low resolution (1/{cfg.sr.factor:g} k-space)"
-        sr_rows = _rows(SR_RUNS, checkpoints, heldout, out, low) if sr else []
+        inverted = write_inverted(heldout, out / "heldout_inverted")
+        zf, low = f"zero-filled ({acc})", f"low resolution (1/{cfg.sr.factor:g} k-space)"
+        rows = _rows(RECON_RUNS, checkpoints, heldout, out / "eval", zf)
+        rows_inv = _rows(RECON_RUNS, checkpoints, inverted, out / "eval_inverted", zf)
+        sr_rows = _rows(SR_RUNS, checkpoints, heldout, out / "eval", low) if sr else []
+        sr_rows_inv = []
+        if sr:
+            sr_rows_inv = _rows(SR_RUNS, checkpoints, inverted, out / "eval_inverted", low)
+        for row, other in zip(rows + sr_rows, rows_inv + sr_rows_inv, strict=True):
+            row["psnr_inverted_mean"] = other["psnr_mean"]
 
     with watch.stage("latency"):
         sizes = tuple(sorted(set(latency_sizes or (cfg.data.size, 256))))
@@ -164,6 +198,8 @@ def run_demo(
     summary = {
         "rows": rows,
         "sr_rows": sr_rows,
+        "rows_inverted": rows_inv,
+        "sr_rows_inverted": sr_rows_inv,
         "latency_ms": {k: {str(s): v for s, v in d.items()} for k, d in latency.items()},
         "timings_s": watch.total(),
         "config": config,
@@ -175,5 +211,5 @@ def run_demo(
     write_summary(out / "summary.json", summary)
     from medistill.recon.demo_report import write_demo_report
 
-    write_demo_report(out, summary, cfg, checkpoints, heldout)
+    write_demo_report(out, summary, cfg, checkpoints, heldout, inverted)
     return summary
