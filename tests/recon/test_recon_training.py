@@ -140,6 +140,34 @@ def test_step2_attention_decreases_and_step3_starts_from_step2(teacher, data_dir
     )
 
 
+def test_at_layers_pair_the_chosen_activations(teacher, data_dir):
+    """``distill.at_layers`` changes which ReLU output each block hands to attention transfer
+    (here teacher conv1 / student conv1), not the weights; 0 keeps KD-MRI's middle layers."""
+    from medistill.recon.dccnn import set_attention_layer
+
+    tpath = teacher / "model.pt"
+    slices = read_slice_set([data_dir], SIZE)
+    cfg = config(data_dir, "distill.kind=at", f"distill.teacher={tpath}")
+    plain = ReconTask(cfg, "recon-student", slices, kind="at", teacher=load_model(tpath))
+    cfg = config(data_dir, "distill.kind=at", f"distill.teacher={tpath}", "distill.at_layers=[1,1]")
+    first = ReconTask(cfg, "recon-student", slices, kind="at", teacher=load_model(tpath))
+    inputs = plain.net_inputs(plain.make_batch(0, 0, torch.Generator().manual_seed(1)))
+    with torch.no_grad():
+        t_mid, t_first = plain.teacher(*inputs), first.teacher(*inputs)
+    torch.testing.assert_close(t_mid.image, t_first.image)  # same weights, same output
+    # cascade 1's feature is now the ReLU of its first convolution of the zero-filled input
+    with torch.no_grad():
+        manual = F.relu(first.teacher.blocks[0].convs[0](inputs[0]))
+    torch.testing.assert_close(t_first.features[0], manual)
+    assert not torch.allclose(t_mid.features[0], t_first.features[0])
+    assert all(b.attention_layer == 3 for b in plain.teacher.blocks)
+    assert all(b.attention_layer == 1 for b in first.model.blocks)
+    set_attention_layer(first.teacher, 0)  # 0 restores the default pairing
+    assert all(b.attention_layer == 3 for b in first.teacher.blocks)
+    with pytest.raises(InputError, match="1..4"):
+        set_attention_layer(first.teacher, 5)
+
+
 def test_kd_runs_both_stages(teacher, data_dir, tmp_path):
     cfg = config(
         data_dir,
@@ -178,6 +206,9 @@ def test_resume_continues_exactly(data_dir, tmp_path):
         (["distill.kind=at"], "recon-student", "distill.teacher"),
         (["mask.kind=radial"], "recon-teacher", "mask.kind"),
         (["distill.alpha=2"], "recon-student", "alpha"),
+        (["distill.at_layers=[5, 0]"], "recon-student", "teacher has 5 convolutions"),
+        (["distill.at_layers=[0, 3]"], "recon-student", "student has 3 convolutions"),
+        (["distill.at_layers=[-1, 0]"], "recon-student", "at_layers"),
         ([], "denoise-teacher", "role"),
     ],
 )

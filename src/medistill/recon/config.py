@@ -178,6 +178,9 @@ class DistillConfig:
         alpha: weight of the reconstruction term of the imitation loss.
         at_distance: ``"l1"`` or ``"l2"`` between normalised attention maps.
         at_steps: steps of the attention stage of ``kd`` (0: ``loop.steps``).
+        at_layers: ``[teacher, student]`` 1-based convolution (of every cascade / of the VDSR
+            body) whose ReLU output is paired by attention transfer; 0 = KD-MRI's pairing
+            (the middle layer: teacher DC-CNN conv3 / student conv2, VDSR conv6 / conv4).
     """
 
     mode: Literal["none", "at", "imitation", "kd"] = renamed("none", "kind")
@@ -186,6 +189,7 @@ class DistillConfig:
     alpha: float = 0.5
     at_distance: Literal["l1", "l2"] = "l1"
     at_steps: int = 0
+    at_layers: tuple[int, int] = (0, 0)
 
 
 @dataclass

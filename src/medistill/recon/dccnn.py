@@ -20,7 +20,14 @@ from torch.nn import functional as F
 from medistill.errors import InputError
 from medistill.recon.kspace import Layout, check_layout, fft2, ifft2
 
-__all__ = ["ConvBlock", "DCCNN", "NetOutput", "data_consistency", "default_attention_layer"]
+__all__ = [
+    "ConvBlock",
+    "DCCNN",
+    "NetOutput",
+    "data_consistency",
+    "default_attention_layer",
+    "set_attention_layer",
+]
 
 
 class NetOutput(NamedTuple):
@@ -43,6 +50,28 @@ def default_attention_layer(convs: int) -> int:
     student (7) -> conv4: the layers KD-MRI pairs.
     """
     return (int(convs) + 1) // 2
+
+
+def set_attention_layer(net: nn.Module, layer: int) -> None:
+    """Make every :class:`ConvBlock` of ``net`` return the ReLU output of convolution ``layer``
+    (1-based) as its attention feature; ``0`` restores :func:`default_attention_layer`. The
+    weights are untouched: only which activation the forward pass hands to attention transfer.
+
+    Raises:
+        InputError: ``net`` has no ConvBlock, or ``layer`` is not a hidden layer of each.
+    """
+    blocks = [m for m in net.modules() if isinstance(m, ConvBlock)]
+    if not blocks:
+        raise InputError("set_attention_layer(): the network has no ConvBlock")
+    for block in blocks:
+        convs = len(block.convs)
+        chosen = default_attention_layer(convs) if layer == 0 else int(layer)
+        if int(layer) != layer or not 1 <= chosen <= convs - 1:
+            raise InputError(
+                f"attention layer must be 0 (default) or in 1..{convs - 1} for a block of "
+                f"{convs} convolutions, got {layer!r}"
+            )
+        block.attention_layer = chosen
 
 
 class ConvBlock(nn.Module):

@@ -31,6 +31,7 @@ from medistill.errors import InputError
 from medistill.recon.augment import augment_slices
 from medistill.recon.config import DataConfig, ReconConfig
 from medistill.recon.data import SliceSet, embedded_set, read_slice_set
+from medistill.recon.dccnn import set_attention_layer
 from medistill.recon.distill import AT_DISTANCES, attention_loss, imitation_loss
 from medistill.recon.kspace import simulate, sr_degrade
 from medistill.recon.masks import MASK_KINDS
@@ -126,6 +127,10 @@ class ReconTask:
             self.model = build_model(cfg.model, role)
         if init is not None:
             self.model.load_state_dict(init)
+        if kind == "at":  # which activations attention transfer pairs (weights untouched)
+            t_layer, s_layer = cfg.distill.at_layers
+            set_attention_layer(self.teacher, t_layer)
+            set_attention_layer(self.model, s_layer)
         self.val_images = (
             None
             if val_slices is None
@@ -226,6 +231,7 @@ def check_config(cfg: ReconConfig, role: str) -> None:
             f"distill.at_distance must be one of {', '.join(AT_DISTANCES)}, "
             f"got {cfg.distill.at_distance!r}"
         )
+    _check_at_layers(cfg, role)
     if not 0.0 <= cfg.distill.alpha <= 1.0:
         raise InputError(f"distill.alpha must be in [0, 1], got {cfg.distill.alpha}")
     if cfg.mask.kind not in MASK_KINDS:
@@ -242,6 +248,29 @@ def check_config(cfg: ReconConfig, role: str) -> None:
     student = role.endswith("student")
     if student and cfg.distill.mode != "none" and not cfg.distill.teacher:
         raise InputError(f"distill.mode {cfg.distill.mode!r} needs distill.teacher (a checkpoint)")
+
+
+def _check_at_layers(cfg: ReconConfig, role: str) -> None:
+    """``distill.at_layers`` must name hidden layers of the teacher's and the student's blocks."""
+    layers = tuple(cfg.distill.at_layers)
+    ok = len(layers) == 2 and all(
+        not isinstance(v, bool) and isinstance(v, int) and v >= 0 for v in layers
+    )
+    if not ok:
+        raise InputError(
+            f"distill.at_layers must be [teacher, student] layer numbers >= 0, got {layers!r}"
+        )
+    m = cfg.model
+    if is_sr(role):
+        convs = (m.sr_teacher_convs, m.sr_student_convs)
+    else:
+        convs = (m.teacher_convs, m.student_convs)
+    for who, layer, n in zip(("teacher", "student"), layers, convs, strict=True):
+        if layer > n - 1:
+            raise InputError(
+                f"distill.at_layers: the {who} has {n} convolutions per block, so its layer "
+                f"must be 0 (default) or 1..{n - 1}, got {layer}"
+            )
 
 
 def _load_teacher(cfg: ReconConfig, role: str, mask: np.ndarray | None) -> ReconModel:
