@@ -85,10 +85,12 @@ PRESET = {"files": "cpu-128", "pooled": "cpu-128-pooled"}
 SOURCE = "files"
 
 
-def prepare_pooled(folder: Path, test_fraction: float, seed: int) -> tuple[list[str], dict]:
-    """The pooled split's test subjects as evaluation inputs (3-D volumes re-sliced axially, 2-D
-    slices linked into one folder) and their contrast-inverted copies; returns
-    ``(overrides, {"test": [...], "inverted": [...], "split": {...}})``."""
+def prepare_pooled(
+    folder: Path, test_fraction: float, seed: int, which: str = "test"
+) -> tuple[list[str], dict]:
+    """The pooled split's ``which`` subjects (``test`` or ``val``) as evaluation inputs (3-D
+    volumes re-sliced axially, 2-D slices linked into one folder) and their contrast-inverted
+    copies; returns ``(overrides, {"test": [...], "inverted": [...], "split": {...}})``."""
     import torch
 
     from medistill.io import Image, load, save
@@ -108,7 +110,7 @@ def prepare_pooled(folder: Path, test_fraction: float, seed: int) -> tuple[list[
     for sub in (plain, inverted):
         sub.mkdir(parents=True, exist_ok=True)
     test = [str(plain)]
-    for name in split["test"]:
+    for name in split[which]:
         path = files[name]
         img = load(path, key="vol" if path.suffix == ".npz" else None, is_label=False)
         data = np.asarray(img.data, dtype=np.float32)

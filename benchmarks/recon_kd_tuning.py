@@ -1,0 +1,179 @@
+"""Tuning KD-MRI's distillation (issue 14, item 4), measured on real MRI split by subject.
+
+At a reduced size (default 64x64, N = 400 steps per stage, pooled source with augmentation, as
+``cpu-128-pooled`` otherwise), per acceleration: one teacher, the plain student for N and for 2N
+steps (the KD student trains 2N steps in all, N of attention transfer then N of imitation, so the
+2N student is the equal-compute control), and KD students that each change one setting of the
+seed's recipe (AT then imitation, alpha 0.5, L1 attention distance, teacher conv3 / student conv2):
+
+- ``alpha`` of the imitation loss (0.25, 0.75; the weight of the target term),
+- the attention distance (L2),
+- the paired layers (teacher conv2 / student conv1, teacher conv4 / student conv2),
+- the split of the steps (N/2 attention + N/2 imitation: the same N steps as the plain student),
+- imitation only for 2N steps (no attention stage).
+
+Every setting is chosen on the **validation** subjects of the pooled split and reported on the
+test subjects (plain and contrast-inverted); no run trains on either. Stages shared by several
+settings (the attention stage of the alpha variants) are trained once.
+
+Usage (from the repository root, background; about 20 minutes per acceleration on 2 idle cores):
+
+    python benchmarks/recon_kd_tuning.py --out runs/recon_tuning [--size 64] [--steps 400]
+        [--accelerations 5,8]
+
+Interrupted runs resume (finished stages are skipped). Skips with a message when ../shared/data
+is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = (ROOT / ".." / "shared" / "data").resolve()
+
+
+def _results_module():
+    spec = importlib.util.spec_from_file_location("recon_results", Path(__file__).with_name(
+        "recon_results.py"))  # fmt: skip
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    module.SOURCE = "pooled"
+    return module
+
+
+# label -> list of stages; a stage is (folder, distill mode, steps factor, extra overrides, init)
+# steps factor: multiples of N; init: the folder of an earlier stage whose model.pt starts this one
+AT = "at_l1_mid"
+SETTINGS: dict[str, list[tuple[str, str, float, list[str], str]]] = {
+    "student, no KD (N)": [("student", "none", 1, [], "")],
+    "student, no KD (2N)": [("student_2n", "none", 2, [], "")],
+    "imitation only (2N)": [("imitation_2n", "imitation", 2, [], "")],
+    "KD, seed's recipe (N AT + N imitation)": [
+        (AT, "at", 1, [], ""),
+        ("kd", "imitation", 1, [], AT),
+    ],
+    "KD, alpha 0.25": [
+        (AT, "at", 1, [], ""),
+        ("kd_a025", "imitation", 1, ["distill.alpha=0.25"], AT),
+    ],
+    "KD, alpha 0.75": [
+        (AT, "at", 1, [], ""),
+        ("kd_a075", "imitation", 1, ["distill.alpha=0.75"], AT),
+    ],
+    "KD, L2 attention distance": [
+        ("at_l2_mid", "at", 1, ["distill.at_distance=l2"], ""),
+        ("kd_l2", "imitation", 1, [], "at_l2_mid"),
+    ],
+    "KD, layers teacher conv2 / student conv1": [
+        ("at_l1_early", "at", 1, ["distill.at_layers=[2,1]"], ""),
+        ("kd_early", "imitation", 1, [], "at_l1_early"),
+    ],
+    "KD, layers teacher conv4 / student conv2": [
+        ("at_l1_late", "at", 1, ["distill.at_layers=[4,2]"], ""),
+        ("kd_late", "imitation", 1, [], "at_l1_late"),
+    ],
+    "KD, N/2 AT + N/2 imitation (N in all)": [
+        ("at_half", "at", 0.5, [], ""),
+        ("kd_half", "imitation", 0.5, [], "at_half"),
+    ],
+}
+
+
+def _psnr(summary: dict) -> str:
+    return f"{summary['psnr_mean']:.2f} +- {summary['psnr_sd']:.2f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "recon_tuning")
+    parser.add_argument("--size", type=int, default=64, help="slice side")
+    parser.add_argument("--steps", type=int, default=400, help="N: steps of one stage")
+    parser.add_argument("--accelerations", default="5,8")
+    parser.add_argument("--test-fraction", type=float, default=0.2, help="pooled: per group")
+    parser.add_argument("--seed", type=int, default=0, help="pooled: the split's seed")
+    args = parser.parse_args()
+    if not SHARED.is_dir():
+        print(f"skipped: real data not found at {SHARED}")
+        return 0
+    logging.basicConfig(level=logging.WARNING)
+    rr = _results_module()
+    from medistill.recon.inference import evaluate
+
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    source, test = rr.prepare_pooled(out / "data_test", args.test_fraction, args.seed, "test")
+    _, val = rr.prepare_pooled(out / "data_val", args.test_fraction, args.seed, "val")
+    (out / "split.json").write_text(json.dumps(test["split"], indent=2))
+    sets = {"val": val["test"], "test": test["test"], "test, inverted": test["inverted"]}
+    n = args.steps
+    base = [
+        *source,
+        f"data.size={args.size}",
+        "data.slices=0",
+        "loop.progress=false",
+        f"loop.checkpoint_every={max(1, min(200, n))}",
+    ]
+    results_path = out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    for acc in [float(a) for a in args.accelerations.split(",") if a]:
+        folder = out / f"recon_{acc:g}x"
+        tag = f"recon {acc:g}x"
+        group = results.setdefault(tag, {"_commands": []})
+
+        def stage_overrides(factor: float, acc: float = acc) -> list[str]:
+            steps = max(1, int(round(n * factor)))
+            decay = f"loop.lr_decay_steps=[{int(steps * 0.6)}, {int(steps * 0.85)}]"
+            return [*base, f"mask.acceleration={acc}", f"loop.steps={steps}", decay]
+
+        teacher = folder / "teacher" / "model.pt"
+        rr.train_run("recon-teacher", folder / "teacher", stage_overrides(1), group["_commands"])
+        finals = {"teacher": folder / "teacher"}
+        for label, stages in SETTINGS.items():
+            for sub, mode, factor, extra, init in stages:
+                sets_ = [*stage_overrides(factor), f"distill.mode={mode}", *extra]
+                if mode != "none":
+                    sets_.append(f"distill.teacher={teacher}")
+                if init:
+                    sets_.append(f"distill.init={folder / init / 'model.pt'}")
+                rr.train_run("recon-student", folder / sub, sets_, group["_commands"])
+            finals[label] = folder / stages[-1][0]
+        for label, run in finals.items():
+            row = group.setdefault(label, {})
+            for name, images in sets.items():
+                summary = run / f"eval_{name.replace(', ', '_')}" / "summary.json"
+                if not summary.exists():
+                    print(f"  evaluating {tag} / {label} on {name}", flush=True)
+                    evaluate(run / "model.pt", images, summary.parent)
+                row[name] = json.loads(summary.read_text())
+        results_path.write_text(json.dumps(results, indent=2))
+    lines = []
+    for tag, group in results.items():
+        lines += [f"### {tag}", "", "| model | val PSNR | test PSNR | test PSNR, inverted |"]
+        lines.append("|---|---|---|---|")
+        first = group["teacher"]["test"]
+        lines.append(
+            f"| zero-filled | {group['teacher']['val']['input_psnr_mean']:.2f} | "
+            f"{first['input_psnr_mean']:.2f} | "
+            f"{group['teacher']['test, inverted']['input_psnr_mean']:.2f} |"
+        )
+        for label, row in group.items():
+            if label.startswith("_"):
+                continue
+            cells = " | ".join(_psnr(row[k]) for k in ("val", "test", "test, inverted"))
+            lines.append(f"| {label} | {cells} |")
+        lines.append("")
+    text = "\n".join(lines)
+    (out / "results.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
