@@ -13,8 +13,11 @@ random smooth fields for steps/4, cycle terms on G_B only until steps/2, each te
 size at the first joint step), also with the cycle terms' pull on G_F capped at half the forward
 terms' (loss.cycle_share 0.5); with --student, a registration network (a `medistill train
 student` checkpoint or a built-in model such as `brain`) applied atlas -> image for label
-transfer; with --optimiser, the registration optimiser atlas -> image (no training). Dice per
-structure and mean.
+transfer; with --optimiser, the registration optimiser atlas -> image (no training); with
+--forward-registration NAME, two rows on top of that registration network (e.g. the built-in
+distilled student `brain`): G_F is the network itself, fine-tuned forward-only (L_sim + L_smooth,
+lr --student-lr), then LT-Net balanced from that G_F (G_B pre-trained, cycle pull capped at
+--cycle-share). Dice per structure and mean.
 
 Usage (from the repository root; background; hours at --scale 1 on 2 CPU cores):
 
@@ -41,6 +44,9 @@ ALL_CYCLE = ("gan", "cyc", "anatomy", "trans", "diff")
 
 BALANCED = "LT-Net balanced (G_F from forward-only, G_B pre-trained)"
 CAPPED = "LT-Net balanced, cycle pull on G_F capped (cycle_share 0.5)"
+# issue 15 on top of the distilled registration student (--forward-registration NAME)
+ON_STUDENT = "forward-only, G_F = the registration student, fine-tuned"
+LT_ON_STUDENT = "LT-Net balanced on the fine-tuned student (G_B pre-trained, cycle pull capped)"
 
 # row name -> (folder, loss terms switched on besides sim + smooth)
 ROWS = {
@@ -53,6 +59,8 @@ ROWS = {
     "LT-Net (all terms)": ("ltnet", ALL_CYCLE),
     BALANCED: ("balanced", ALL_CYCLE),
     CAPPED: ("balanced_cap", ALL_CYCLE),
+    ON_STUDENT: ("student_fwd", ()),
+    LT_ON_STUDENT: ("student_lt", ALL_CYCLE),
 }
 
 
@@ -86,6 +94,24 @@ def main() -> int:
         help="also the optimiser atlas -> image with this preset (brain, fast) or YAML",
     )
     parser.add_argument("--only", nargs="*", default=None, help="run only these rows")
+    parser.add_argument(
+        "--forward-registration",
+        default=None,
+        help="registration checkpoint or built-in name (brain) that is G_F of the two rows "
+        "built on the distilled student (they are skipped without it)",
+    )
+    parser.add_argument(
+        "--cycle-share",
+        type=float,
+        default=0.5,
+        help="loss.cycle_share of the LT-Net row on the student",
+    )
+    parser.add_argument(
+        "--student-lr",
+        type=float,
+        default=1e-4,
+        help="learning rate of the two rows on the student (fine-tuning)",
+    )
     parser.add_argument(
         "--cycle-weight",
         type=float,
@@ -175,6 +201,22 @@ def main() -> int:
             rcfg.loss.cycle_start = steps // 2
             if name == CAPPED:
                 rcfg.loss.cycle_share = 0.5
+        if name in (ON_STUDENT, LT_ON_STUDENT):
+            if not args.forward_registration:
+                continue
+            rcfg.loop.lr = args.student_lr
+            if name == ON_STUDENT:
+                rcfg.model.forward_registration = args.forward_registration
+            else:
+                start = out / ROWS[ON_STUDENT][0] / "model.pt"
+                if not start.exists():
+                    print(f"skipped {name}: train the row {ON_STUDENT!r} first ({start})")
+                    continue
+                rcfg.model.forward_init = str(start)
+                rcfg.loss.balance = "initial"
+                rcfg.loss.backward_pretrain = steps // 4
+                rcfg.loss.cycle_start = steps // 2
+                rcfg.loss.cycle_share = args.cycle_share
         t = time.perf_counter()
         if not (run / "model.pt").exists():
             print(f"training {name} ({steps} steps) in {run}", flush=True)

@@ -44,6 +44,11 @@ class ModelConfig:
         forward_init: a label-transfer checkpoint (LT-Net or forward-only, same ``ndim``,
             ``enc``, ``dec``) whose forward generator starts ``G_F`` ("" = random start): LT-Net
             then adds its cycles to a forward registration that already works.
+        forward_registration: a registration checkpoint or built-in model name (``brain``)
+            whose *network and weights* become ``G_F`` ("" = a VoxelMorph U-Net of ``enc`` /
+            ``dec``): LT-Net on top of a distilled registration student, fine-tuned by the
+            label-transfer losses (``enc`` / ``dec`` then shape ``G_B`` only). Its architecture
+            is stored in the label-transfer checkpoint, so the source need not exist later.
     """
 
     ndim: int = 3
@@ -51,6 +56,7 @@ class ModelConfig:
     dec: tuple[int, ...] = (32, 32, 32, 32, 32, 16, 16)
     cycle_warp: Literal["composed", "sequential"] = "composed"
     forward_init: str = ""
+    forward_registration: str = ""
 
 
 @dataclass

@@ -5,7 +5,9 @@
 ``u_bar`` back onto the atlas (``l_bar = u_bar o Delta_B``). Both are VoxelMorph-style U-Nets
 (:class:`medistill.nets.VoxelMorph`, whose call is ``net(fixed, moving)``), so
 ``G_F(l, u) = VoxelMorph(fixed=u, moving=l)`` and ``G_B(u_bar, l) = VoxelMorph(fixed=l,
-moving=u_bar)``. Only ``G_F`` is needed to segment a new image.
+moving=u_bar)``. Only ``G_F`` is needed to segment a new image. ``G_F`` may instead be a
+registration network (:class:`RegistrationGenerator`: e.g. the built-in distilled student),
+``model.forward_registration``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from torch import Tensor, nn
 
 from medistill.errors import InputError
 from medistill.labeltransfer.config import LOSS_TERMS, LabelTransferConfig, role_of, uses_backward
-from medistill.nets import Cascade, VoxelMorph, count_parameters
+from medistill.nets import Cascade, VoxelMorph, build_registration_network, count_parameters
 from medistill.spatial import compose, warp
 from medistill.train import (
     checkpoint_contents,
@@ -36,6 +38,7 @@ __all__ = [
     "ImageDiscriminator",
     "LTNet",
     "LTNetOutput",
+    "RegistrationGenerator",
     "build_model",
     "checkpoint_meta",
     "export_model",
@@ -102,6 +105,36 @@ class GradTap(torch.autograd.Function):
         return grad * ctx.scale, None, None
 
 
+class RegistrationGenerator(nn.Module):
+    """A registration network (:class:`~medistill.nets.Cascade`: affine stem and cascades) used
+    as LT-Net's ``G_F``: ``forward(fixed, moving)`` returns its composed displacement (voxels,
+    affine included), as a VoxelMorph generator would.
+
+    Args:
+        spec: ``{"role": teacher | student | voxelmorph, "model": <the registration config's
+            model section>}`` (:func:`medistill.nets.build_registration_network`); kept as
+            :attr:`spec` so that checkpoints can rebuild the network.
+    """
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        super().__init__()
+        if not isinstance(spec, dict) or "role" not in spec or "model" not in spec:
+            raise InputError(
+                f"RegistrationGenerator(): 'spec' needs 'role' and 'model', got {spec!r}"
+            )
+        self.spec = {"role": str(spec["role"]), "model": dict(spec["model"])}
+        self.net = build_registration_network(self.spec["model"], self.spec["role"])
+
+    @property
+    def size_multiple(self) -> int:
+        """Every spatial input size must be a multiple of this."""
+        return self.net.size_multiple
+
+    def forward(self, fixed: Tensor, moving: Tensor) -> Tensor:
+        """``(B, 1, *S)`` fixed and moving -> ``(B, ndim, *S)`` displacement in voxels."""
+        return self.net(fixed, moving).disp
+
+
 class LTNet(nn.Module):
     """The two generators of LT-Net.
 
@@ -109,6 +142,8 @@ class LTNet(nn.Module):
         ndim: 2 or 3.
         enc, dec: widths of each VoxelMorph U-Net (see :class:`~medistill.nets.VoxelMorph`).
         backward: build the backward generator ``G_B`` (without it: forward-only registration).
+        forward_spec: a :class:`RegistrationGenerator` spec: ``G_F`` is that registration
+            network instead of a VoxelMorph U-Net of ``enc`` / ``dec``.
         cycle_warp: ``"composed"``: ``l_bar = l o compose(Delta_F, Delta_B)`` (the atlas
             interpolated once, like :class:`~medistill.nets.Cascade` does); ``"sequential"``:
             ``l_bar = (l o Delta_F) o Delta_B`` (interpolated twice). Equal up to interpolation.
@@ -121,6 +156,7 @@ class LTNet(nn.Module):
         dec: Sequence[int] = (32, 32, 32, 32, 32, 16, 16),
         backward: bool = True,
         cycle_warp: str = "composed",
+        forward_spec: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if cycle_warp not in CYCLE_WARPS:
@@ -129,7 +165,11 @@ class LTNet(nn.Module):
             )
         self.cycle_warp = cycle_warp
         self.ndim = int(ndim)
-        self.forward_net = VoxelMorph(ndim, enc=enc, dec=dec)
+        self.forward_net: nn.Module = (
+            RegistrationGenerator(forward_spec)
+            if forward_spec
+            else VoxelMorph(ndim, enc=enc, dec=dec)
+        )
         self.backward_net = VoxelMorph(ndim, enc=enc, dec=dec) if backward else None
 
     def forward(
@@ -248,10 +288,18 @@ class ImageDiscriminator(nn.Module):
         return self.net(image)
 
 
-def build_model(cfg: LabelTransferConfig) -> LTNet:
-    """The generators a config describes (``G_B`` only when a backward term is on)."""
+def build_model(cfg: LabelTransferConfig, forward_spec: dict[str, Any] | None = None) -> LTNet:
+    """The generators a config describes (``G_B`` only when a backward term is on; ``G_F`` the
+    registration network of ``forward_spec`` when given, see :class:`RegistrationGenerator`)."""
     m = cfg.model
-    net = LTNet(m.ndim, m.enc, m.dec, backward=uses_backward(cfg.loss), cycle_warp=m.cycle_warp)
+    net = LTNet(
+        m.ndim,
+        m.enc,
+        m.dec,
+        backward=uses_backward(cfg.loss),
+        cycle_warp=m.cycle_warp,
+        forward_spec=forward_spec,
+    )
     if cfg.loss.balance != "none":
         # each term's magnitude at the first joint step (0 = not yet measured); a buffer, so it
         # is saved with the weights and restored on --resume
@@ -292,8 +340,9 @@ class Atlas(NamedTuple):
 
 
 def checkpoint_meta(cfg: LabelTransferConfig, net: nn.Module, atlas: Atlas) -> dict[str, Any]:
-    """What a label-transfer checkpoint stores besides weights (the atlas included)."""
-    return {
+    """What a label-transfer checkpoint stores besides weights (the atlas included; and the
+    architecture of ``G_F`` when it is a :class:`RegistrationGenerator`)."""
+    meta = {
         "task": TASK,
         "role": role_of(cfg),
         "config": to_dict(cfg),
@@ -315,6 +364,10 @@ def checkpoint_meta(cfg: LabelTransferConfig, net: nn.Module, atlas: Atlas) -> d
             "values": atlas.values.detach().cpu().long(),
         },
     }
+    forward = getattr(net, "forward_net", None)
+    if isinstance(forward, RegistrationGenerator):
+        meta["forward_network"] = forward.spec
+    return meta
 
 
 def export_model(state: dict[str, Any], path: PathLike) -> None:
@@ -332,7 +385,7 @@ def load_model(path: PathLike) -> tuple[LTNet, dict[str, Any], LabelTransferConf
     ckpt = load_checkpoint(path, task=TASK)
     with checkpoint_contents(path, "usable LT-Net generators"):
         cfg = from_dict(LabelTransferConfig, ckpt["config"])
-        net = build_model(cfg)
+        net = build_model(cfg, ckpt.get("forward_network"))
         net.load_state_dict(ckpt["modules"]["generators"])
     net.eval()
     return net, ckpt, cfg

@@ -189,7 +189,16 @@ class LabelTransferTask:
     def __init__(self, cfg: LabelTransferConfig, data: TransferData) -> None:
         self.cfg = cfg
         self.data = data
-        self.net = build_model(cfg)
+        spec, start = forward_start(cfg)
+        self.net = build_model(cfg, spec)
+        if start is not None:
+            self.net.forward_net.load_state_dict(start)
+        multiple = int(getattr(self.net.forward_net, "size_multiple", 16))
+        if any(s % multiple for s in cfg.data.shape):
+            raise InputError(
+                f"data.shape {tuple(cfg.data.shape)}: G_F (model.forward_registration) needs "
+                f"sizes that are multiples of {multiple}"
+            )
         self.disc = build_discriminator(cfg)
         atlas = data.atlas
         self.onehot = one_hot(atlas.labels[None], atlas.values)  # (1, L, *S)
@@ -200,8 +209,6 @@ class LabelTransferTask:
             raise InputError("atlas labels hold no structure besides background 0")
         self.channels = torch.tensor(keep, dtype=torch.long)
         self.last_disc: dict[str, float] = {}
-        if cfg.model.forward_init:
-            self.net.forward_net.load_state_dict(forward_weights(cfg))
         probe = torch.Generator().manual_seed(cfg.data.seed + 7919)
         count = PROBE_IMAGES if len(data.images) > 1 else 0
         self.probe = (
@@ -377,17 +384,45 @@ def balance_scales(terms: dict[str, Tensor]) -> Tensor:
     return scales
 
 
-def forward_weights(cfg: LabelTransferConfig) -> dict[str, Tensor]:
-    """The forward generator's weights of ``cfg.model.forward_init`` (a label-transfer checkpoint
-    with the same generator architecture).
+def forward_start(
+    cfg: LabelTransferConfig,
+) -> tuple[dict[str, Any] | None, dict[str, Tensor] | None]:
+    """Where ``G_F`` starts: ``(spec, weights)`` with ``spec`` the registration network of
+    ``G_F`` (:class:`~medistill.labeltransfer.model.RegistrationGenerator`; ``None``: a
+    VoxelMorph U-Net of ``model.enc`` / ``model.dec``) and ``weights`` its state dict (``None``:
+    random).
+
+    ``model.forward_registration``: the network and weights of a registration checkpoint or
+    built-in model. ``model.forward_init``: the forward generator of a label-transfer checkpoint
+    (a registration-network ``G_F`` there stays one here).
 
     Raises:
-        InputError: an unreadable checkpoint or another architecture.
+        InputError: an unreadable checkpoint, another ``ndim``, or another U-Net architecture.
     """
-    path = cfg.model.forward_init
-    net, _, other = load_model(path)
-    mine, theirs = cfg.model, other.model
-    if (mine.ndim, tuple(mine.enc), tuple(mine.dec)) != (
+    m = cfg.model
+    if m.forward_registration:
+        from medistill.builtin import available, resolve_model
+        from medistill.train import load_checkpoint
+
+        name = m.forward_registration
+        path = resolve_model(name) if name in available() else Path(name)
+        ckpt = load_checkpoint(path, task="registration")
+        model = ckpt.get("config", {}).get("model", {})
+        spec = {"role": ckpt.get("role"), "model": model}
+        if int(model.get("ndim", 3)) != m.ndim:
+            raise InputError(
+                f"model.forward_registration {name}: a {model.get('ndim')}-D registration "
+                f"network for a {m.ndim}-D label transfer"
+            )
+        weights = {f"net.{k}": v.float() for k, v in ckpt["modules"]["model"].items()}
+        return spec, weights
+    if not m.forward_init:
+        return None, None
+    path = m.forward_init
+    net, ckpt, other = load_model(path)
+    spec = ckpt.get("forward_network")
+    theirs = other.model
+    if spec is None and (m.ndim, tuple(m.enc), tuple(m.dec)) != (
         theirs.ndim,
         tuple(theirs.enc),
         tuple(theirs.dec),
@@ -395,9 +430,9 @@ def forward_weights(cfg: LabelTransferConfig) -> dict[str, Tensor]:
         raise InputError(
             f"model.forward_init {path}: its generator (ndim {theirs.ndim}, enc "
             f"{list(theirs.enc)}, dec {list(theirs.dec)}) differs from this run's (ndim "
-            f"{mine.ndim}, enc {list(mine.enc)}, dec {list(mine.dec)})"
+            f"{m.ndim}, enc {list(m.enc)}, dec {list(m.dec)})"
         )
-    return net.forward_net.state_dict()
+    return spec, net.forward_net.state_dict()
 
 
 def check_config(cfg: LabelTransferConfig) -> None:
@@ -408,6 +443,10 @@ def check_config(cfg: LabelTransferConfig) -> None:
             an unknown smoothness penalty, or every term switched off.
     """
     shape = tuple(cfg.data.shape)
+    if cfg.model.forward_init and cfg.model.forward_registration:
+        raise InputError(
+            "model.forward_init and model.forward_registration both start G_F: set only one"
+        )
     if cfg.model.ndim not in (2, 3):
         raise InputError(f"model.ndim must be 2 or 3, got {cfg.model.ndim}")
     if len(shape) != cfg.model.ndim:

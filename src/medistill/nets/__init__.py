@@ -16,9 +16,11 @@ from medistill.nets.affine import (
 )
 from medistill.nets.cascade import (
     DOWNSAMPLES,
+    REGISTRATION_ROLES,
     STUDENT_VARIANTS,
     Cascade,
     CascadeOutput,
+    build_registration_network,
     build_student,
     build_teacher,
 )
@@ -30,11 +32,13 @@ from medistill.nets.vtn import VTN, VTNEncoder
 
 __all__ = [
     "DOWNSAMPLES",
+    "REGISTRATION_ROLES",
     "STUDENT_VARIANTS",
     "VTN",
     "AffineStem",
     "Cascade",
     "CascadeOutput",
+    "build_registration_network",
     "FieldCritic",
     "LDRStudent",
     "LDRStudentFast",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -13,14 +13,17 @@ from medistill.errors import InputError
 from medistill.nets._layers import check_ndim, check_option, no_autocast
 from medistill.nets.affine import AffineStem, SmallAffineStem
 from medistill.nets.ldr import LDRStudent, LDRStudentFast
+from medistill.nets.voxelmorph import VoxelMorph
 from medistill.nets.vtn import VTN
 from medistill.spatial import compose, upsample_disp, warp
 
 __all__ = [
     "DOWNSAMPLES",
+    "REGISTRATION_ROLES",
     "STUDENT_VARIANTS",
     "Cascade",
     "CascadeOutput",
+    "build_registration_network",
     "build_student",
     "build_teacher",
 ]
@@ -29,6 +32,8 @@ STUDENT_VARIANTS = ("ldr", "fast")
 """Student subnetworks: ``"ldr"`` (:class:`LDRStudent`), ``"fast"`` (:class:`LDRStudentFast`)."""
 DOWNSAMPLES = (1, 2)
 """Resolution factors at which a :class:`Cascade` may run its stages."""
+REGISTRATION_ROLES = ("teacher", "student", "voxelmorph")
+"""The registration networks a checkpoint's ``role`` names (:func:`build_registration_network`)."""
 
 
 class CascadeOutput(NamedTuple):
@@ -229,3 +234,34 @@ def _check_n(fn: str, n: object) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise InputError(f"{fn}(): 'n_cascades' must be an int >= 1, got {n!r}")
     return n
+
+
+def build_registration_network(model: Mapping[str, Any], role: str) -> Cascade:
+    """The registration network of a ``role`` and the ``model`` section of a registration config
+    (a registration checkpoint's ``config["model"]``, as a mapping).
+
+    ``teacher``: affine stem + VTN cascades; ``student``: small affine stem + LDR cascades;
+    ``voxelmorph``: one VoxelMorph-style U-Net. Keys read: ``ndim``, ``cascades``, ``affine``,
+    ``teacher_width``, ``student_variant``, ``student_downsample`` (defaults as the registration
+    config's where absent). Every result is a :class:`Cascade`.
+
+    Raises:
+        InputError: an unknown role.
+    """
+    ndim = int(model.get("ndim", 3))
+    if role == "teacher":
+        width = int(model.get("teacher_width", 16))
+        return build_teacher(
+            int(model.get("cascades", 3)), ndim, width, bool(model.get("affine", True))
+        )
+    if role == "student":
+        return build_student(
+            int(model.get("cascades", 3)),
+            ndim,
+            str(model.get("student_variant", "ldr")),
+            affine=bool(model.get("affine", True)),
+            downsample=int(model.get("student_downsample", 1)),
+        )
+    if role == "voxelmorph":
+        return Cascade([VoxelMorph(ndim)], None)
+    raise InputError(f"model role must be one of {', '.join(REGISTRATION_ROLES)}, got {role!r}")

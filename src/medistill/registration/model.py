@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from torch import nn
 
-from medistill.errors import InputError
-from medistill.nets import Cascade, VoxelMorph, build_student, build_teacher, count_parameters
+from medistill.nets import (
+    REGISTRATION_ROLES,
+    Cascade,
+    build_registration_network,
+    count_parameters,
+)
 from medistill.registration.config import ModelConfig, RegistrationConfig
 from medistill.train import (
     checkpoint_contents,
@@ -18,7 +23,7 @@ from medistill.train import (
 )
 from medistill.typing import PathLike
 
-ROLES = ("teacher", "student", "voxelmorph")
+ROLES = REGISTRATION_ROLES
 TASK = "registration"
 
 
@@ -26,21 +31,11 @@ def build_model(cfg: ModelConfig, role: str) -> Cascade:
     """The network of ``role``: ``teacher`` (affine stem + VTN cascades), ``student`` (small affine
     stem + LDR cascades) or ``voxelmorph`` (one VoxelMorph-style U-Net, the learned baseline).
 
-    All return a :class:`~medistill.nets.Cascade`, so they are trained and applied the same way.
+    All return a :class:`~medistill.nets.Cascade`, so they are trained and applied the same way
+    (:func:`medistill.nets.build_registration_network`, which other tasks use on a checkpoint's
+    config).
     """
-    if role == "teacher":
-        return build_teacher(cfg.cascades, cfg.ndim, cfg.teacher_width, affine=cfg.affine)
-    if role == "student":
-        return build_student(
-            cfg.cascades,
-            cfg.ndim,
-            cfg.student_variant,
-            affine=cfg.affine,
-            downsample=cfg.student_downsample,
-        )
-    if role == "voxelmorph":
-        return Cascade([VoxelMorph(cfg.ndim)], None)
-    raise InputError(f"model role must be one of {', '.join(ROLES)}, got {role!r}")
+    return build_registration_network(dataclasses.asdict(cfg), role)
 
 
 def size_multiple(role: str, cfg: ModelConfig | None = None) -> int:
