@@ -1,5 +1,6 @@
 """KD-MRI results on real brain MRI (docs/RESULTS.md): DC-CNN reconstruction at 4x / 5x / 8x and
-VDSR super-resolution, teacher vs students (no KD, attention transfer only, imitation only, both).
+VDSR super-resolution, teacher vs students (no KD, attention transfer only, imitation only, both),
+and the plain student trained for KD's total number of steps (the equal-compute control).
 
 Training slices: the axial planes of ../shared/data/brain3d/oasis_A.nii.gz and of the VoxelMorph
 subject (vxm_subject.npz, re-sliced axially), the 2-D OASIS slices oasis2d_0000..0079 and four of
@@ -40,12 +41,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = (ROOT / ".." / "shared" / "data").resolve()
 
+# the equal-compute control: KD trains the student twice (attention stage, then imitation)
+EQUAL = "student, no KD, 2x steps (KD's total)"
+STEPS_FACTOR = {EQUAL: 2}
 # label -> (role suffix, distill mode, init from)
 STUDENTS = {
     "student, no KD": ("none", ""),
     "student + AT only (step 2)": ("at", ""),
     "student + imitation only": ("imitation", ""),
     "student + KD (AT then imitation)": ("imitation", "student + AT only (step 2)"),
+    EQUAL: ("none", ""),
 }
 FOLDERS = {
     "teacher": "teacher",
@@ -53,6 +58,7 @@ FOLDERS = {
     "student + AT only (step 2)": "at",
     "student + imitation only": "imitation",
     "student + KD (AT then imitation)": "kd",
+    EQUAL: "student_2x",
 }
 
 
@@ -177,6 +183,9 @@ def run_group(
     train_run(f"{kind}-teacher", folder / "teacher", common, log)
     for label, (distill, init) in STUDENTS.items():
         extra = [f"distill.mode={distill}"]
+        if label in STEPS_FACTOR:  # later keys win: this row's own step count and decay
+            n = steps * STEPS_FACTOR[label]
+            extra += [f"loop.steps={n}", f"loop.lr_decay_steps=[{int(n * 0.6)}, {int(n * 0.85)}]"]
         if distill != "none":
             extra.append(f"distill.teacher={teacher}")
         if init:
