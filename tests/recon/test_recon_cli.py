@@ -260,7 +260,13 @@ def test_demo_writes_report_and_checkpoints(tmp_path):
     html = (tmp_path / "demo" / "report.html").read_text(encoding="utf-8")
     assert "data:image/png;base64" in html and "zero-filled" in html
     assert [r["model"] for r in summary["rows"]][0].startswith("zero-filled")
-    assert len(summary["rows"]) == 6  # zero-filled + teacher + 4 students
+    assert len(summary["rows"]) == 7  # zero-filled + teacher + 4 students + the 2x control
+    # the equal-compute control trains for KD's total: twice loop.steps
+    from medistill.train import load_checkpoint
+
+    control = load_checkpoint(tmp_path / "demo" / "recon_student_2x.pt", task="recon")
+    plain = load_checkpoint(tmp_path / "demo" / "recon_student.pt", task="recon")
+    assert control["step"] == 2 * plain["step"] == 2
     # the second table: the same held-out slices with their contrast inverted, scored alike
     inverted = summary["rows_inverted"]
     assert [r["model"] for r in inverted] == [r["model"] for r in summary["rows"]]

@@ -1,7 +1,8 @@
 """``medistill demo recon``: KD-MRI end to end on the embedded slices.
 
 Trains a DC-CNN teacher, then students without distillation, with attention transfer only
-(KD-MRI step 2), with imitation only, and with both (step 3 from step 2's weights); optionally the
+(KD-MRI step 2), with imitation only, with both (step 3 from step 2's weights), and without
+distillation for twice the steps (KD's total: the equal-compute control); optionally the
 same for VDSR super-resolution. Evaluates everything on held-out slices (the embedded test
 split) and on the same slices with their contrast inverted inside the brain (T2-like: only the
 training augmentation ever inverts a slice), times teacher and student on the CPU in one run, and
@@ -34,7 +35,11 @@ RECON_RUNS: dict[str, tuple[str, str, str, str]] = {
     "recon_at": ("recon-student", "at", "", "student + AT only (step 2)"),
     "recon_imitation": ("recon-student", "imitation", "", "student + imitation only"),
     "recon_kd": ("recon-student", "imitation", "recon_at", "student + KD (AT, then imitation)"),
+    "recon_student_2x": ("recon-student", "none", "", "student, no KD, 2x steps (KD's total)"),
 }
+# runs trained for a multiple of loop.steps: the equal-compute control of KD, whose student
+# trains twice (attention stage, then imitation)
+STEPS_FACTOR: dict[str, int] = {"recon_student_2x": 2}
 SR_RUNS: dict[str, tuple[str, str, str, str]] = {
     "sr_teacher": ("sr-teacher", "none", "", "teacher (VDSR 11)"),
     "sr_student": ("sr-student", "none", "", "student (VDSR 7), no KD"),
@@ -92,6 +97,10 @@ def _train_runs(
             rcfg.distill.mode = kind
             rcfg.distill.teacher = teacher if role.endswith("student") else ""
             rcfg.distill.init = str(checkpoints[init]) if init else ""
+            if name in STEPS_FACTOR:
+                factor = STEPS_FACTOR[name]
+                rcfg.loop.steps *= factor
+                rcfg.loop.lr_decay_steps = tuple(d * factor for d in rcfg.loop.lr_decay_steps)
             run = out / "runs" / name
             log.info("demo: training %s (%s, distill %s)", name, role, kind)
             train(role, rcfg, run, resume=(run / "last.pt").exists())

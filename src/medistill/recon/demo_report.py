@@ -134,8 +134,10 @@ def write_demo_report(
         "brain (dark fluid made bright, T2-like); no training slice is one of them.</p>"
         "<p>KD-MRI: step 1 trains the teacher with L1; step 2 trains the student with attention "
         "transfer only (teacher conv3 / student conv2 of every cascade); step 3 starts from step "
-        "2's weights with 0.5 L1(target) + 0.5 L1(teacher). A demo this short shows the mechanics;"
-        " the differences between students need longer training to be meaningful.</p>"
+        "2's weights with 0.5 L1(target) + 0.5 L1(teacher). The KD student thus trains for twice "
+        "the steps of the others; the last row, the plain student trained that long, is the "
+        "equal-compute control that KD has to beat. A demo this short shows the mechanics; the "
+        "differences between students need longer training to be meaningful.</p>"
     )
     sections = [("Setup", setup)]
     recon_names = [
