@@ -2,7 +2,8 @@
 
     python benchmarks/recon_paired.py runs/recon_pooled/recon_4x [--eval eval ...]
 
-Prints, for teacher - student, KD - student and teacher - KD: the mean +- sd of the per-volume
+Prints, for teacher - student, KD - student, teacher - KD, imitation - student, KD - the
+equal-compute student (``student_2x``) and that student - student: the mean +- sd of the per-volume
 PSNR difference (dB) and on how many volumes the first is higher.
 """
 
@@ -15,7 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-PAIRS = (("teacher", "student"), ("kd", "student"), ("teacher", "kd"), ("imitation", "student"))
+PAIRS = (
+    ("teacher", "student"),
+    ("kd", "student"),
+    ("teacher", "kd"),
+    ("imitation", "student"),
+    ("kd", "student_2x"),  # KD against the plain student given KD's total steps
+    ("student_2x", "student"),
+)
 
 
 def psnr_by_volume(path: Path) -> dict[str, float]:
