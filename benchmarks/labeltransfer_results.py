@@ -46,7 +46,7 @@ BALANCED = "LT-Net balanced (G_F from forward-only, G_B pre-trained)"
 CAPPED = "LT-Net balanced, cycle pull on G_F capped (cycle_share 0.5)"
 # issue 15 on top of the distilled registration student (--forward-registration NAME)
 ON_STUDENT = "forward-only, G_F = the registration student, fine-tuned"
-LT_ON_STUDENT = "LT-Net balanced on the fine-tuned student (G_B pre-trained, cycle pull capped)"
+LT_ON_STUDENT = "LT-Net balanced on the fine-tuned student (G_B pre-trained, cycle_share {share:g})"
 
 # row name -> (folder, loss terms switched on besides sim + smooth)
 ROWS = {
@@ -60,7 +60,6 @@ ROWS = {
     BALANCED: ("balanced", ALL_CYCLE),
     CAPPED: ("balanced_cap", ALL_CYCLE),
     ON_STUDENT: ("student_fwd", ()),
-    LT_ON_STUDENT: ("student_lt", ALL_CYCLE),
 }
 
 
@@ -182,7 +181,10 @@ def main() -> int:
         results[name] = entry
         path.write_text(json.dumps(results, indent=2))
 
-    for name, (folder, terms) in ROWS.items():
+    rows = dict(ROWS)
+    lt_on_student = LT_ON_STUDENT.format(share=args.cycle_share)
+    rows[lt_on_student] = (f"student_lt_cs{args.cycle_share:g}", ALL_CYCLE)
+    for name, (folder, terms) in rows.items():
         if args.only and name not in args.only:
             continue
         run = out / folder
@@ -201,7 +203,7 @@ def main() -> int:
             rcfg.loss.cycle_start = steps // 2
             if name == CAPPED:
                 rcfg.loss.cycle_share = 0.5
-        if name in (ON_STUDENT, LT_ON_STUDENT):
+        if name in (ON_STUDENT, lt_on_student):
             if not args.forward_registration:
                 continue
             rcfg.loop.lr = args.student_lr
