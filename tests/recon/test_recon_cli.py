@@ -267,6 +267,7 @@ def test_demo_writes_report_and_checkpoints(tmp_path):
     control = load_checkpoint(tmp_path / "demo" / "recon_student_2x.pt", task="recon")
     plain = load_checkpoint(tmp_path / "demo" / "recon_student.pt", task="recon")
     assert control["step"] == 2 * plain["step"] == 2
+    assert load_checkpoint(tmp_path / "demo" / "recon_teacher.pt", task="recon")["step"] == 2
     # the second table: the same held-out slices with their contrast inverted, scored alike
     inverted = summary["rows_inverted"]
     assert [r["model"] for r in inverted] == [r["model"] for r in summary["rows"]]

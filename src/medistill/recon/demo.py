@@ -37,9 +37,10 @@ RECON_RUNS: dict[str, tuple[str, str, str, str]] = {
     "recon_kd": ("recon-student", "imitation", "recon_at", "student + KD (AT, then imitation)"),
     "recon_student_2x": ("recon-student", "none", "", "student, no KD, 2x steps (KD's total)"),
 }
-# runs trained for a multiple of loop.steps: the equal-compute control of KD, whose student
-# trains twice (attention stage, then imitation)
-STEPS_FACTOR: dict[str, int] = {"recon_student_2x": 2}
+# runs trained for a multiple of loop.steps: the teacher (trained once, as long as KD's student
+# in all) and the equal-compute control of KD, whose student trains twice (attention stage, then
+# imitation)
+STEPS_FACTOR: dict[str, int] = {"recon_teacher": 2, "recon_student_2x": 2}
 SR_RUNS: dict[str, tuple[str, str, str, str]] = {
     "sr_teacher": ("sr-teacher", "none", "", "teacher (VDSR 11)"),
     "sr_student": ("sr-student", "none", "", "student (VDSR 7), no KD"),
