@@ -279,6 +279,11 @@ def main() -> int:
     parser.add_argument("--source", choices=("files", "pooled"), default="files")
     parser.add_argument("--test-fraction", type=float, default=0.2, help="pooled: per group")
     parser.add_argument("--seed", type=int, default=0, help="pooled: the split's seed")
+    parser.add_argument(
+        "--latency-only",
+        action="store_true",
+        help="only time teacher vs student of the finished groups (no training, no evaluation)",
+    )
     args = parser.parse_args()
     global SOURCE
     SOURCE = args.source
@@ -306,6 +311,10 @@ def main() -> int:
     ]
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    if args.latency_only:
+        tags = [f"recon {float(a):g}x" for a in args.accelerations.split(",") if a]
+        latency(out, results, [t for t in tags if t in results], args.threads, args.repeats)
+        return 0
     tags = []
     for acc in [float(a) for a in args.accelerations.split(",") if a]:
         tag = f"recon {acc:g}x"
