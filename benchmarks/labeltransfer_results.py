@@ -63,6 +63,17 @@ ROWS = {
 }
 
 
+def balanced_start(cfg, start: Path, steps: int, cycle_share: float) -> None:
+    """Issue 15's recipe on ``cfg``: ``G_F`` from the checkpoint ``start``, ``G_B`` pre-trained
+    for steps/4, the cycle terms on ``G_B`` only until steps/2, every term scaled by its size at
+    the first joint step, the cycles' pull on ``G_F`` capped at ``cycle_share`` (0 = uncapped)."""
+    cfg.model.forward_init = str(start)
+    cfg.loss.balance = "initial"
+    cfg.loss.backward_pretrain = steps // 4
+    cfg.loss.cycle_start = steps // 2
+    cfg.loss.cycle_share = cycle_share
+
+
 def real_eval_set(folder: Path, atlas_labels: Path) -> Path:
     """Real brains with OASIS-scheme labels, the atlas labels mapped to that scheme, a CSV."""
     from medistill.data import tissue_to_oasis
@@ -197,12 +208,7 @@ def main() -> int:
             if not start.exists():
                 print(f"skipped {name}: train the forward-only row first ({start})")
                 continue
-            rcfg.model.forward_init = str(start)
-            rcfg.loss.balance = "initial"
-            rcfg.loss.backward_pretrain = steps // 4
-            rcfg.loss.cycle_start = steps // 2
-            if name == CAPPED:
-                rcfg.loss.cycle_share = 0.5
+            balanced_start(rcfg, start, steps, 0.5 if name == CAPPED else 0.0)
         if name in (ON_STUDENT, lt_on_student):
             if not args.forward_registration:
                 continue
@@ -214,11 +220,7 @@ def main() -> int:
                 if not start.exists():
                     print(f"skipped {name}: train the row {ON_STUDENT!r} first ({start})")
                     continue
-                rcfg.model.forward_init = str(start)
-                rcfg.loss.balance = "initial"
-                rcfg.loss.backward_pretrain = steps // 4
-                rcfg.loss.cycle_start = steps // 2
-                rcfg.loss.cycle_share = args.cycle_share
+                balanced_start(rcfg, start, steps, args.cycle_share)
         t = time.perf_counter()
         if not (run / "model.pt").exists():
             print(f"training {name} ({steps} steps) in {run}", flush=True)

@@ -113,13 +113,7 @@ def main() -> int:
     (out / "split.json").write_text(json.dumps(test["split"], indent=2))
     sets = {"val": val["test"], "test": test["test"], "test, inverted": test["inverted"]}
     n = args.steps
-    base = [
-        *source,
-        f"data.size={args.size}",
-        "data.slices=0",
-        "loop.progress=false",
-        f"loop.checkpoint_every={max(1, min(200, n))}",
-    ]
+    base = rr.base_overrides(source, args.size, max(1, min(200, n)))
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     for acc in [float(a) for a in args.accelerations.split(",") if a]:

@@ -140,6 +140,18 @@ def prepare_pooled(
     return overrides, {"test": test, "inverted": [str(inverted)], "split": split}
 
 
+def base_overrides(source: list[str], size: int, checkpoint_every: int) -> list[str]:
+    """The overrides every run of a benchmark shares: its data source, slice size, all planes,
+    no progress bar, checkpoints every ``checkpoint_every`` steps."""
+    return [
+        *source,
+        f"data.size={size}",
+        "data.slices=0",
+        "loop.progress=false",
+        f"loop.checkpoint_every={checkpoint_every}",
+    ]
+
+
 def command_line(role: str, out: Path, overrides: list[str]) -> str:
     sets = " ".join(f"--set '{o}'" for o in overrides)
     return f"medistill train {role} --config {PRESET[SOURCE]} --out {out} {sets}"
@@ -302,13 +314,7 @@ def main() -> int:
     else:
         train, test = prepare_data(out / "data")
         source = ["data.source=files", f"data.paths=[{', '.join(train)}]"]
-    base = [
-        *source,
-        f"data.size={args.size}",
-        "data.slices=0",
-        "loop.progress=false",
-        f"loop.checkpoint_every={max(1, min(250, steps))}",
-    ]
+    base = base_overrides(source, args.size, max(1, min(250, steps)))
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     if args.latency_only:
