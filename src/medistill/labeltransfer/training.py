@@ -401,12 +401,11 @@ def forward_start(
     """
     m = cfg.model
     if m.forward_registration:
-        from medistill.builtin import available, resolve_model
+        from medistill.builtin import resolve_model
         from medistill.train import load_checkpoint
 
         name = m.forward_registration
-        path = resolve_model(name) if name in available() else Path(name)
-        ckpt = load_checkpoint(path, task="registration")
+        ckpt = load_checkpoint(resolve_model(name), task="registration")
         model = ckpt.get("config", {}).get("model", {})
         spec = {"role": ckpt.get("role"), "model": model}
         if int(model.get("ndim", 3)) != m.ndim:
