@@ -28,24 +28,14 @@ is absent.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = (ROOT / ".." / "shared" / "data").resolve()
+import recon_results as rr  # its neighbour in benchmarks/ (the script's folder is on sys.path)
 
-
-def _results_module():
-    spec = importlib.util.spec_from_file_location("recon_results", Path(__file__).with_name(
-        "recon_results.py"))  # fmt: skip
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    module.SOURCE = "pooled"
-    return module
+ROOT, SHARED = rr.ROOT, rr.SHARED
 
 
 # label -> list of stages; a stage is (folder, distill mode, steps factor, extra overrides, init)
@@ -103,7 +93,7 @@ def main() -> int:
         print(f"skipped: real data not found at {SHARED}")
         return 0
     logging.basicConfig(level=logging.WARNING)
-    rr = _results_module()
+    rr.SOURCE = "pooled"
     from medistill.recon.inference import evaluate
 
     out: Path = args.out
@@ -123,8 +113,7 @@ def main() -> int:
 
         def stage_overrides(factor: float, acc: float = acc) -> list[str]:
             steps = max(1, int(round(n * factor)))
-            decay = f"loop.lr_decay_steps=[{int(steps * 0.6)}, {int(steps * 0.85)}]"
-            return [*base, f"mask.acceleration={acc}", f"loop.steps={steps}", decay]
+            return [*base, f"mask.acceleration={acc}", *rr.steps_overrides(steps)]
 
         teacher = folder / "teacher" / "model.pt"
         rr.train_run("recon-teacher", folder / "teacher", stage_overrides(1), group["_commands"])

@@ -152,6 +152,12 @@ def base_overrides(source: list[str], size: int, checkpoint_every: int) -> list[
     ]
 
 
+def steps_overrides(n: int) -> list[str]:
+    """``n`` training steps with the benchmarks' schedule: the learning rate halved at 60 % and
+    85 % of them."""
+    return [f"loop.steps={n}", f"loop.lr_decay_steps=[{int(n * 0.6)}, {int(n * 0.85)}]"]
+
+
 def command_line(role: str, out: Path, overrides: list[str]) -> str:
     sets = " ".join(f"--set '{o}'" for o in overrides)
     return f"medistill train {role} --config {PRESET[SOURCE]} --out {out} {sets}"
@@ -186,8 +192,7 @@ def run_group(
     from medistill.recon.inference import evaluate
 
     folder = out / name
-    decay = [f"loop.lr_decay_steps=[{int(steps * 0.6)}, {int(steps * 0.85)}]"]
-    common = [*base, f"loop.steps={steps}", *decay]
+    common = [*base, *steps_overrides(steps)]
     group = results.setdefault(tag, {})
     log: list[str] = []
     t0 = time.perf_counter()
@@ -196,8 +201,7 @@ def run_group(
     for label, (distill, init) in STUDENTS.items():
         extra = [f"distill.mode={distill}"]
         if label in STEPS_FACTOR:  # later keys win: this row's own step count and decay
-            n = steps * STEPS_FACTOR[label]
-            extra += [f"loop.steps={n}", f"loop.lr_decay_steps=[{int(n * 0.6)}, {int(n * 0.85)}]"]
+            extra += steps_overrides(steps * STEPS_FACTOR[label])
         if distill != "none":
             extra.append(f"distill.teacher={teacher}")
         if init:
@@ -305,6 +309,12 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    if args.latency_only:
+        tags = [f"recon {float(a):g}x" for a in args.accelerations.split(",") if a]
+        latency(out, results, [t for t in tags if t in results], args.threads, args.repeats)
+        return 0
     steps = max(2, int(args.steps * args.scale))
     extra_tests: dict[str, list[str]] = {}
     if SOURCE == "pooled":
@@ -315,12 +325,6 @@ def main() -> int:
         train, test = prepare_data(out / "data")
         source = ["data.source=files", f"data.paths=[{', '.join(train)}]"]
     base = base_overrides(source, args.size, max(1, min(250, steps)))
-    results_path = out / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    if args.latency_only:
-        tags = [f"recon {float(a):g}x" for a in args.accelerations.split(",") if a]
-        latency(out, results, [t for t in tags if t in results], args.threads, args.repeats)
-        return 0
     tags = []
     for acc in [float(a) for a in args.accelerations.split(",") if a]:
         tag = f"recon {acc:g}x"
