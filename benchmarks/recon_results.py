@@ -225,8 +225,21 @@ def run_group(
     group["_wall_s"] = group.get("_wall_s", 0.0) + time.perf_counter() - t0
 
 
-def latency(out: Path, results: dict, tags: list[str], threads: int, repeats: int) -> None:
-    """Teacher vs student ms per 256x256 slice, interleaved in one run."""
+def latency(
+    out: Path,
+    results: dict,
+    tags: list[str],
+    threads: int,
+    repeats: int,
+    contiguous: bool = False,
+) -> None:
+    """Teacher vs student ms per 256x256 slice, interleaved in one run; with ``contiguous`` also
+    both networks in the default memory format (``load_model`` gives channels-last), timed in
+    the same rounds."""
+    import copy
+
+    import torch
+
     from medistill.recon.inference import latency_ms
     from medistill.recon.model import load_model
 
@@ -236,6 +249,11 @@ def latency(out: Path, results: dict, tags: list[str], threads: int, repeats: in
             "teacher": load_model(folder / "teacher" / "model.pt"),
             "student": load_model(folder / "student" / "model.pt"),
         }
+        if contiguous:
+            for name in ("teacher", "student"):
+                plain = copy.deepcopy(models[name])
+                plain.net.to(memory_format=torch.contiguous_format)
+                models[f"{name} (contiguous)"] = plain
         best: dict[str, float] = {}
         for _ in range(3):
             for name, model in models.items():
@@ -298,7 +316,8 @@ def main() -> int:
     parser.add_argument(
         "--latency-only",
         action="store_true",
-        help="only time teacher vs student of the finished groups (no training, no evaluation)",
+        help="only time teacher vs student of the finished groups, channels-last (as loaded) and "
+        "contiguous in the same rounds (no training, no evaluation)",
     )
     args = parser.parse_args()
     global SOURCE
@@ -313,7 +332,8 @@ def main() -> int:
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     if args.latency_only:
         tags = [f"recon {float(a):g}x" for a in args.accelerations.split(",") if a]
-        latency(out, results, [t for t in tags if t in results], args.threads, args.repeats)
+        found = [t for t in tags if t in results]
+        latency(out, results, found, args.threads, args.repeats, contiguous=True)
         return 0
     steps = max(2, int(args.steps * args.scale))
     extra_tests: dict[str, list[str]] = {}
