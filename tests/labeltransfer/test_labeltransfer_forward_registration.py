@@ -79,6 +79,17 @@ def test_forward_registration_refusals(tmp_path):
     cfg.model.forward_registration = str(tmp_path / "reg2d.pt")
     with pytest.raises(InputError, match="2-D registration network for a 3-D"):
         LabelTransferTask(cfg, _tiny_3d_data())
+    # a registration checkpoint whose weights do not fit its own architecture: one line
+    from medistill.train import load_checkpoint, save_checkpoint
+
+    _registration_checkpoint(tmp_path / "reg.pt")
+    broken = load_checkpoint(tmp_path / "reg.pt")
+    broken["modules"]["model"] = {k: v[..., :1] for k, v in broken["modules"]["model"].items()}
+    save_checkpoint(tmp_path / "broken.pt", broken)
+    cfg.model.forward_registration = str(tmp_path / "broken.pt")
+    with pytest.raises(InputError, match="broken.pt: checkpoint does not hold a usable G_F") as err:
+        LabelTransferTask(cfg, _tiny_3d_data())
+    assert "\n" not in str(err.value)
     cfg.model.forward_registration = str(tmp_path / "missing.pt")
     with pytest.raises(InputError, match="missing.pt"):
         LabelTransferTask(cfg, _tiny_3d_data())

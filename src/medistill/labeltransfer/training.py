@@ -50,7 +50,7 @@ from medistill.labeltransfer.model import (
 from medistill.metrics import field_spread
 from medistill.spatial import warp
 from medistill.spatial.bspline import random_smooth_disp
-from medistill.train import StepContext, Trainer, is_main_process
+from medistill.train import StepContext, Trainer, checkpoint_contents, is_main_process
 from medistill.typing import PathLike
 
 log = logging.getLogger(__name__)
@@ -190,9 +190,11 @@ class LabelTransferTask:
         self.cfg = cfg
         self.data = data
         spec, start = forward_start(cfg)
-        self.net = build_model(cfg, spec)
-        if start is not None:
-            self.net.forward_net.load_state_dict(start)
+        source = cfg.model.forward_registration or cfg.model.forward_init
+        with checkpoint_contents(source or "config", "a usable G_F"):
+            self.net = build_model(cfg, spec)
+            if start is not None:
+                self.net.forward_net.load_state_dict(start)
         multiple = int(getattr(self.net.forward_net, "size_multiple", 16))
         if any(s % multiple for s in cfg.data.shape):
             raise InputError(
@@ -406,14 +408,15 @@ def forward_start(
 
         name = m.forward_registration
         ckpt = load_checkpoint(resolve_model(name), task="registration")
-        model = ckpt.get("config", {}).get("model", {})
-        spec = {"role": ckpt.get("role"), "model": model}
+        with checkpoint_contents(name, "a registration network"):
+            model = ckpt["config"]["model"]
+            spec = {"role": ckpt["role"], "model": model}
+            weights = {f"net.{k}": v.float() for k, v in ckpt["modules"]["model"].items()}
         if int(model.get("ndim", 3)) != m.ndim:
             raise InputError(
                 f"model.forward_registration {name}: a {model.get('ndim')}-D registration "
                 f"network for a {m.ndim}-D label transfer"
             )
-        weights = {f"net.{k}": v.float() for k, v in ckpt["modules"]["model"].items()}
         return spec, weights
     if not m.forward_init:
         return None, None
