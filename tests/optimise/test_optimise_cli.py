@@ -236,3 +236,41 @@ def test_cohort_pairs_are_shared_by_torchrun_processes(brains, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("registered 1 pair(s)") == 2  # one pair in each process
     assert sorted(p.name for p in out.iterdir()) == ["fixed__moving", "moving__fixed"]
+
+
+def test_cohort_reports_and_skips_a_row_with_a_missing_file(brains, tmp_path, capsys):
+    pairs = tmp_path / "pairs.csv"
+    with open(pairs, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["fixed", "moving"])
+        w.writerow([brains / "fixed.nii.gz", brains / "moving.nii.gz"])
+        w.writerow([brains / "fixed.nii.gz", tmp_path / "absent.nii.gz"])
+        w.writerow([brains / "moving.nii.gz", brains / "fixed.nii.gz"])
+    out = tmp_path / "cohort"
+    code, stdout, err = cli(capsys, "register", "--method", "optimise", "--pairs", pairs,
+                            "--out", out, *FAST)  # fmt: skip
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and "fixed__absent" in lines[0] and "absent.nii.gz" in lines[0]
+    assert "1 of 3 pair(s) failed" in lines[1]
+    assert "registered 2 pair(s)" in stdout  # the rows after the bad one were done too
+    assert sorted(p.name for p in out.iterdir()) == ["fixed__moving", "moving__fixed"]
+
+
+def test_outputs_choose_the_files_and_no_compress_writes_nii(brains, tmp_path, capsys):
+    out = tmp_path / "reg"
+    args = ["register", "--method", "optimise", "--fixed", brains / "fixed.nii.gz",
+            "--moving", brains / "moving.nii.gz", "--moving-labels", brains / "moving_seg.nii.gz",
+            *FAST]  # fmt: skip
+    code, _, err = cli(capsys, *args, "--out", out, "--outputs", "jacobian,warped_labels",
+                       "--no-compress")  # fmt: skip
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["jacobian.nii", "warped_labels.nii"]
+    fixed = nib.load(brains / "fixed.nii.gz")
+    for name in ("jacobian.nii", "warped_labels.nii"):
+        img = nib.load(out / name)
+        assert img.shape == fixed.shape and np.allclose(img.affine, fixed.affine)
+    for bad in ("warped,bogus", ","):
+        code, _, err = cli(capsys, *args, "--out", tmp_path / "never", "--outputs", bad)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "--outputs" in err, err
+        assert not (tmp_path / "never").exists()

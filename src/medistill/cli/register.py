@@ -60,6 +60,17 @@ def register(
     engine: Annotated[
         str, typer.Option(help="'torch', or 'onnx' (--model is an .onnx export; onnxruntime).")
     ] = "torch",
+    outputs: Annotated[
+        str,
+        typer.Option(
+            help="What to write: 'all' or a comma-separated subset of warped, warped_labels, "
+            "disp_voxel, disp_mm, jacobian."
+        ),
+    ] = "all",
+    compress: Annotated[
+        bool,
+        typer.Option(help="Write .nii.gz; --no-compress writes .nii (larger, much faster)."),
+    ] = True,
 ) -> None:
     """Register MOVING to FIXED (outputs on the fixed image's grid and affine), or a cohort:
     every pair of --pairs, or every --images image to --atlas, one sub-folder per pair; the model
@@ -67,6 +78,7 @@ def register(
     process takes its share of the pairs."""
     from medistill.cli._methods import check_method, network_registrar, optimiser_registrar
     from medistill.io.validate import check_output_folder
+    from medistill.spatial.native import check_outputs
 
     single = fixed is not None or moving is not None
     cohort = pairs is not None or atlas is not None or images is not None
@@ -81,6 +93,7 @@ def register(
     if cohort and (moving_labels is not None or fixed_labels is not None):
         raise InputError("register: with a cohort the label maps come from the CSV columns")
     check_method(method, model, refine, config, set_)
+    chosen = check_outputs(outputs)
     if engine != "torch" and method == "optimise":
         raise InputError("--engine applies to --method network")
     out = check_output_folder(out)
@@ -95,12 +108,12 @@ def register(
         registrar, ndim, _, _ = network_registrar(model, refine, config, set_, engine=engine)
     if single:
         reg = _register_one(registrar, jobs[0], ndim, initial)
-        for path in reg.save(out):
+        for path in reg.save(out, outputs=chosen, compress=compress):
             typer.echo(str(path))
         what = "optimisation" if method == "optimise" else "network"
         typer.echo(f"{what} {reg.seconds_network:.3f} s, total {reg.seconds_total:.3f} s")
         return
-    _register_cohort(registrar, jobs, ndim, initial, out, progress)
+    _register_cohort(registrar, jobs, ndim, initial, out, progress, chosen, compress)
 
 
 def _jobs(fixed, moving, moving_labels, fixed_labels, pairs, atlas, images) -> list[dict]:
@@ -178,11 +191,23 @@ def _register_one(registrar, job: dict, ndim: int | None, initial: str):
     )
 
 
-def _register_cohort(registrar, jobs: list[dict], ndim, initial: str, out: Path, progress: bool):
+def _register_cohort(
+    registrar,
+    jobs: list[dict],
+    ndim,
+    initial: str,
+    out: Path,
+    progress: bool,
+    outputs: tuple[str, ...],
+    compress: bool,
+):
     """Each pair into ``out/NAME`` (written to a temporary folder, then renamed: a folder that
-    exists is a finished pair and is skipped); this process's share under torchrun."""
-    import shutil
+    exists is a finished pair and is skipped); this process's share under torchrun.
 
+    A pair whose input is unusable (missing or unreadable file, wrong dimensionality...) is
+    reported on its own line and skipped; the others are done, and the command then fails with
+    the count.
+    """
     from medistill.train import rank, world_size
 
     mine = jobs[rank() :: world_size()]
@@ -193,18 +218,38 @@ def _register_cohort(registrar, jobs: list[dict], ndim, initial: str, out: Path,
         from tqdm import tqdm
 
         iterator = tqdm(todo, desc="register", unit="pair")
-    seconds = []
+    seconds: list[float] = []
+    failed: list[str] = []
     for job in iterator:
-        reg = _register_one(registrar, job, ndim, initial)
-        tmp = out / f".{job['name']}.partial-{rank()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        reg.save(tmp)
-        tmp.rename(out / job["name"])
+        try:
+            reg = _register_one(registrar, job, ndim, initial)
+        except InputError as err:
+            failed.append(job["name"])
+            typer.echo(f"medistill: error: pair {job['name']}: {err}", err=True)
+            continue
+        _save_pair(reg, out, job["name"], outputs, compress)
         seconds.append(reg.seconds_total)
     done = len(mine) - len(todo)
     mean = f", {sum(seconds) / len(seconds):.3f} s per pair" if seconds else ""
     typer.echo(
-        f"registered {len(todo)} pair(s) into {out}{mean}; {done} already done"
+        f"registered {len(seconds)} pair(s) into {out}{mean}; {done} already done"
         + (f" (process {rank()} of {world_size()})" if world_size() > 1 else "")
     )
+    if failed:
+        raise InputError(
+            f"{len(failed)} of {len(todo)} pair(s) failed (reported above; rerun after fixing "
+            "them: finished pairs are skipped)"
+        )
+
+
+def _save_pair(reg, out: Path, name: str, outputs: tuple[str, ...], compress: bool) -> None:
+    """Write one pair's outputs into ``out/name`` through a temporary folder, then rename."""
+    import shutil
+
+    from medistill.train import rank
+
+    tmp = out / f".{name}.partial-{rank()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    reg.save(tmp, outputs=outputs, compress=compress)
+    tmp.rename(out / name)

@@ -16,7 +16,7 @@ point ``p`` corresponds to the moving point ``p + D(p)``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,10 +38,12 @@ from medistill.typing import PathLike
 __all__ = [
     "INITIAL",
     "LABEL_INTERPOLATIONS",
+    "OUTPUTS",
     "FieldFunction",
     "Registration",
     "WorkingPair",
     "centre_of_mass_mm",
+    "check_outputs",
     "finish_registration",
     "moving_coordinates",
     "normalise",
@@ -54,6 +56,8 @@ __all__ = [
 
 INITIAL = ("com", "none")
 LABEL_INTERPOLATIONS = ("nearest", "linear")
+OUTPUTS = ("warped", "warped_labels", "disp_voxel", "disp_mm", "jacobian")
+"""What :meth:`Registration.save` can write, in order."""
 
 FieldFunction = Callable[[Tensor, Tensor], Tensor]
 """``(fixed, moving)`` working images ``(1, 1, *S)`` -> displacement ``(1, ndim, *S)`` in
@@ -98,27 +102,63 @@ class Registration:
         """World points (mm, RAS) in the moving image for fixed-grid voxel indices ``(N, ndim)``."""
         return self.field.points(fixed_points)
 
-    def save(self, out: PathLike) -> list[Path]:
-        """Write warped, warped_labels, disp_voxel, disp_mm and jacobian as ``.nii.gz``."""
+    def save(
+        self, out: PathLike, *, outputs: Sequence[str] = OUTPUTS, compress: bool = True
+    ) -> list[Path]:
+        """Write the chosen ``outputs`` (default all of :data:`OUTPUTS`: warped, warped_labels,
+        disp_voxel, disp_mm, jacobian) into ``out`` as ``NAME.nii.gz`` (``NAME.nii`` with
+        ``compress=False``: larger files, written several times faster). ``warped_labels`` is
+        written only when the registration has labels.
+
+        Raises:
+            InputError: an output name not in :data:`OUTPUTS`.
+        """
+        chosen = check_outputs(outputs)
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         aff = self.fixed.affine
-        written = [out / "warped.nii.gz"]
-        save(self.warped, written[-1])
-        if self.warped_labels is not None:
-            written.append(out / "warped_labels.nii.gz")
-            save(self.warped_labels, written[-1])
-        vox = np.moveaxis(self.disp_voxel, 0, -1)[..., None, :].astype(np.float32)
-        if self.fixed.ndim == 2:
-            vox = vox[:, :, None]
-        written.append(out / "disp_voxel.nii.gz")
-        save_nifti(vox, aff, written[-1], intent=1007)
-        itk = itk_displacement_nifti(self.disp_voxel.astype(np.float32), aff)
-        written.append(out / "disp_mm.nii.gz")
-        save_nifti(np.asarray(itk.dataobj), aff, written[-1], intent=1007)
-        written.append(out / "jacobian.nii.gz")
-        save_nifti(self.jacobian.astype(np.float32), aff, written[-1])
+        suffix = ".nii.gz" if compress else ".nii"
+        written: list[Path] = []
+
+        def target(name: str) -> Path:
+            written.append(out / f"{name}{suffix}")
+            return written[-1]
+
+        if "warped" in chosen:
+            save(self.warped, target("warped"))
+        if "warped_labels" in chosen and self.warped_labels is not None:
+            save(self.warped_labels, target("warped_labels"))
+        if "disp_voxel" in chosen:
+            vox = np.moveaxis(self.disp_voxel, 0, -1)[..., None, :].astype(np.float32)
+            if self.fixed.ndim == 2:
+                vox = vox[:, :, None]
+            save_nifti(vox, aff, target("disp_voxel"), intent=1007)
+        if "disp_mm" in chosen:
+            itk = itk_displacement_nifti(self.disp_voxel.astype(np.float32), aff)
+            save_nifti(np.asarray(itk.dataobj), aff, target("disp_mm"), intent=1007)
+        if "jacobian" in chosen:
+            save_nifti(self.jacobian.astype(np.float32), aff, target("jacobian"))
         return written
+
+
+def check_outputs(outputs: Sequence[str] | str) -> tuple[str, ...]:
+    """The output names of a list or a comma-separated string (``"all"`` = :data:`OUTPUTS`),
+    checked, in :data:`OUTPUTS` order.
+
+    Raises:
+        InputError: an unknown name, or none at all.
+    """
+    names = outputs.split(",") if isinstance(outputs, str) else list(outputs)
+    names = [n.strip() for n in names if n.strip()]
+    if names == ["all"]:
+        return OUTPUTS
+    unknown = [n for n in names if n not in OUTPUTS]
+    if unknown or not names:
+        raise InputError(
+            f"--outputs must be 'all' or a comma-separated subset of {', '.join(OUTPUTS)}; "
+            f"got {','.join(names) or '(nothing)'!r}"
+        )
+    return tuple(n for n in OUTPUTS if n in names)
 
 
 _SAMPLE = 1 << 20
