@@ -17,7 +17,11 @@ transfer; with --optimiser, the registration optimiser atlas -> image (no traini
 --forward-registration NAME, two rows on top of that registration network (e.g. the built-in
 distilled student `brain`): G_F is the network itself, fine-tuned forward-only (L_sim + L_smooth,
 lr --student-lr), then LT-Net balanced from that G_F (G_B pre-trained, cycle pull capped at
---cycle-share). Dice per structure and mean.
+--cycle-share). Dice per structure and mean, HD95 (mm, mean over structures).
+
+With --structures every row is also scored on every structure of the held-out label maps (about
+50, the raw labels; the images are the same, only the label maps differ), whatever --labels the
+models were trained with: ``eval_structures/`` in each row's folder, the table "every structure".
 
 Usage (from the repository root; background; hours at --scale 1 on 2 CPU cores):
 
@@ -31,6 +35,7 @@ interrupted training resumes from its last.pt. Skips with a message when ../shar
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -129,6 +134,11 @@ def main() -> int:
         help="weight of each enabled cycle term (cyc, anatomy, trans, diff; the seed's: 1)",
     )
     parser.add_argument(
+        "--structures",
+        action="store_true",
+        help="also score every row on every structure of the held-out maps (not merged)",
+    )
+    parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -174,18 +184,37 @@ def main() -> int:
     # the real brains are 3-D volumes: scored only by 3-D models
     if args.labels == "aseg-tissue" and (SHARED / "brain3d").is_dir() and cfg.model.ndim == 3:
         real_csv = real_eval_set(out / "real", atlas_labels)
+    structures_csv = structures_atlas = None
+    if args.structures:
+        structures_csv, structures_atlas = structures_eval_set(cfg, out)
     print(f"data ready in {time.perf_counter() - t0:.0f} s: {data.description}", flush=True)
     labels = [int(v) for v in data.atlas.values.tolist() if v != 0]
     path = out / "results.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     results["no registration"] = {"heldout": identity_row(images_csv, atlas_labels, labels)}
+    if structures_csv is not None:
+        every = [int(v) for v in np.unique(load(structures_atlas, is_label=True).data) if v != 0]
+        results["no registration"]["structures"] = identity_row(
+            structures_csv, structures_atlas, every
+        )
+
+    def atlas_labels_path(extra) -> Path:
+        """The atlas label map an evaluation set is scored with."""
+        if extra == "real":
+            return out / "real" / "atlas_oasis_seg.nii.gz"
+        return structures_atlas if extra == "structures" else atlas_labels
 
     def score(name: str, run: Path, fn) -> None:
         entry = results.get(name, {})
-        for key, csv_path, extra in (("heldout", images_csv, {}), ("real", real_csv, "real")):
+        sets = (
+            ("heldout", images_csv, {}),
+            ("real", real_csv, "real"),
+            ("structures", structures_csv, "structures"),
+        )
+        for key, csv_path, extra in sets:
             if csv_path is None:
                 continue
-            target = run / ("eval" if key == "heldout" else "eval_real")
+            target = run / {"heldout": "eval", "real": "eval_real"}.get(key, "eval_structures")
             if not (target / "summary.json").exists():
                 fn(csv_path, target, extra)
             entry[key] = json.loads((target / "summary.json").read_text())
@@ -228,10 +257,10 @@ def main() -> int:
 
         def run_eval(csv_path, target, extra, run=run):
             kw = {}
-            if extra == "real":
+            if extra in ("real", "structures"):
                 kw = {
                     "atlas": out / "heldout" / "atlas.nii.gz",
-                    "atlas_labels": out / "real" / "atlas_oasis_seg.nii.gz",
+                    "atlas_labels": atlas_labels_path(extra),
                 }
             evaluate(run / "model.pt", csv_path, target, **kw)
 
@@ -242,8 +271,7 @@ def main() -> int:
     atlas_img = load(out / "heldout" / "atlas.nii.gz")
 
     def atlas_labels_for(extra):
-        lab = out / "real" / "atlas_oasis_seg.nii.gz" if extra == "real" else atlas_labels
-        return load(lab, is_label=True)
+        return load(atlas_labels_path(extra), is_label=True)
 
     if args.optimiser is not None and (not args.only or "optimiser" in args.only):
         from medistill.labeltransfer.evaluate import score_transfers
@@ -304,21 +332,49 @@ def main() -> int:
     return 0
 
 
+def structures_eval_set(cfg, out: Path) -> tuple[Path, Path]:
+    """The held-out subjects with every structure of their label maps (``data.labels keep``) in
+    ``out/structures``; the images must equal those of ``out/heldout`` (checked)."""
+    from medistill.io import load
+    from medistill.labeltransfer.data import build_data, heldout_subjects, write_eval_set
+
+    keep = dataclasses.replace(cfg.data, labels="keep")
+    csv_path, atlas_path, atlas_labels = write_eval_set(
+        out / "structures", build_data(keep).atlas, heldout_subjects(keep)
+    )
+    for name in ["atlas.nii.gz"] + [f"subject{i}.nii.gz" for i in range(4)]:
+        a, b = out / "heldout" / name, out / "structures" / name
+        if a.exists() and not np.array_equal(load(a).data, load(b).data):
+            sys.exit(f"{b}: differs from {a}: the structure labels would score other images")
+    return csv_path, atlas_labels
+
+
 def write_table(out: Path, results: dict, steps: int) -> None:
     """``results.md``: Dice per structure and mean on the held-out (and real) subjects."""
     tissue, oasis = {1: "CSF", 2: "GM", 3: "WM"}, {1: "CSF+GM", 2: "WM"}
     lines = [f"Label transfer ablation ({steps} training steps per row)", ""]
-    for key, title in (("heldout", "held-out synthesised subjects"), ("real", "real brains")):
+    nan = float("nan")
+    for key, title in (
+        ("heldout", "held-out synthesised subjects"),
+        ("real", "real brains"),
+        ("structures", "held-out synthesised subjects, every structure"),
+    ):
         names = oasis if key == "real" else tissue
         rows = [(n, r[key]) for n, r in results.items() if key in r]
         if not rows:
             continue
         labels = sorted({int(k) for _, s in rows for k in s.get("dice_per_label", {})})
-        head = ["model", "Dice mean", "sd"] + [names.get(k, str(k)) for k in labels]
+        if key == "structures":  # too many for one column each
+            labels = []
+            title += f" ({len(rows[0][1].get('dice_per_label', {}))} structures)"
+        head = ["model", "Dice mean", "sd", "HD95 mm", "sd"] + [
+            names.get(k, str(k)) for k in labels
+        ]
         lines += [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for n, s in rows:
-            cells = [n, f"{s['dice_mean']:.3f}", f"{s.get('dice_sd', float('nan')):.3f}"]
-            cells += [f"{s['dice_per_label'].get(str(k), float('nan')):.3f}" for k in labels]
+            cells = [n, f"{s['dice_mean']:.3f}", f"{s.get('dice_sd', nan):.3f}"]
+            cells += [f"{s.get('hd95_mean', nan):.2f}", f"{s.get('hd95_sd', nan):.2f}"]
+            cells += [f"{s['dice_per_label'].get(str(k), nan):.3f}" for k in labels]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     (out / "results.md").write_text("\n".join(lines) + "\n")

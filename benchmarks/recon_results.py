@@ -21,6 +21,11 @@ re-sliced axially, 20 OASIS 2-D slices and one ANTs slice), and a second table s
 test images with their contrast inverted inside the brain (T2-like; no run trains on these
 images, the augmentation inverts only training slices).
 
+``--teacher-steps N`` trains the teachers for N steps instead of ``--steps`` (the students keep
+``--steps``): does a teacher trained longer make KD worth its extra student steps? Use another
+``--out``; the plain students do not depend on the teacher, so their finished folders may be
+linked in from a run with the same data and steps (they are then skipped).
+
 An interrupted run continues where it stopped (finished runs are skipped, unfinished ones resumed).
 Every training is the ``train_recon`` command function (``medistill train ROLE ...``); the
 equivalent command lines are stored in results.json. Skips with a message when ../shared/data is
@@ -187,8 +192,10 @@ def run_group(
     test: list[str],
     results: dict,
     extra_tests: dict[str, list[str]] | None = None,
+    teacher_steps: int | None = None,
 ) -> None:
-    """Teacher and the four students of one setting (``kind`` recon or sr) in ``out/name``."""
+    """Teacher and the students of one setting (``kind`` recon or sr) in ``out/name``; the
+    teacher trains ``teacher_steps`` steps (default ``steps``)."""
     from medistill.recon.inference import evaluate
 
     folder = out / name
@@ -197,7 +204,8 @@ def run_group(
     log: list[str] = []
     t0 = time.perf_counter()
     teacher = folder / "teacher" / "model.pt"
-    train_run(f"{kind}-teacher", folder / "teacher", common, log)
+    teacher_common = [*common, *steps_overrides(teacher_steps)] if teacher_steps else common
+    train_run(f"{kind}-teacher", folder / "teacher", teacher_common, log)
     for label, (distill, init) in STUDENTS.items():
         extra = [f"distill.mode={distill}"]
         if label in STEPS_FACTOR:  # later keys win: this row's own step count and decay
@@ -306,6 +314,9 @@ def main() -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count")
     parser.add_argument("--steps", type=int, default=2000, help="steps per run at scale 1")
     parser.add_argument("--size", type=int, default=128, help="slice side (256 in the paper)")
+    parser.add_argument(
+        "--teacher-steps", type=int, default=None, help="teacher steps (default: --steps)"
+    )
     parser.add_argument("--accelerations", default="4,5,8")
     parser.add_argument("--no-sr", action="store_true", help="skip super-resolution")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for the latency")
@@ -350,14 +361,18 @@ def main() -> int:
         tag = f"recon {acc:g}x"
         tags.append(tag)
         base_acc = [*base, f"mask.acceleration={acc}"]
-        run_group("recon", tag, f"recon_{acc:g}x", base_acc, steps, out, test, results, extra_tests)
+        run_group(
+            "recon", tag, f"recon_{acc:g}x", base_acc, steps, out, test, results, extra_tests,
+            teacher_steps=args.teacher_steps,
+        )  # fmt: skip
         results_path.write_text(json.dumps(results, indent=2))
     if not args.no_sr:
         tag = "sr 4x (central 1/4 of k-space per axis)"
         tags.append(tag)
         run_group(
-            "sr", tag, "sr_4x", [*base, "sr.factor=4"], steps, out, test, results, extra_tests
-        )
+            "sr", tag, "sr_4x", [*base, "sr.factor=4"], steps, out, test, results, extra_tests,
+            teacher_steps=args.teacher_steps,
+        )  # fmt: skip
         results_path.write_text(json.dumps(results, indent=2))
     latency(out, results, tags, args.threads, args.repeats)
     results["_settings"] = {**vars(args), "out": str(out), "steps": steps}

@@ -1,5 +1,5 @@
 """score_transfers: any transfer function (network, optimiser) scored against the images' label
-maps; known overlaps give known Dice, folding comes from the Jacobian handed back."""
+maps; known overlaps give known Dice and HD95, folding comes from the Jacobian handed back."""
 
 from __future__ import annotations
 
@@ -36,5 +36,8 @@ def test_known_shift_gives_known_dice_and_folding(tmp_path):
     assert summary["dice_per_label"]["2"] == pytest.approx(0.0)
     assert summary["dice_mean"] == pytest.approx(0.4)
     assert summary["folding_pct"] == pytest.approx(100 * 10 / 8000)
+    # 2-voxel shift at 2 mm: HD95 4 mm; label 2 is missing from the prediction (infinite HD95)
+    # and does not enter the mean
+    assert summary["hd95_mean"] == pytest.approx(4.0)
     assert summary["seconds_per_image"] == pytest.approx(0.25)
     assert json.loads((tmp_path / "ev" / "summary.json").read_text())["dice_mean"] == 0.4

@@ -39,10 +39,13 @@ def forward_only(cfg: LabelTransferConfig) -> LabelTransferConfig:
 
 
 def identity_row(images_csv: Path, atlas_labels: Path, labels: list[int]) -> dict[str, Any]:
-    """Dice of the atlas labels laid on each image through world space, without registration."""
+    """Dice and HD95 (mm, mean over structures with a finite value) of the atlas labels laid on
+    each image through world space, without registration."""
+    import numpy as np
+
     from medistill.io import load
     from medistill.labeltransfer.evaluate import read_images_csv
-    from medistill.metrics import dice
+    from medistill.metrics import dice, hd95
 
     atlas = load(atlas_labels, is_label=True)
     rows = []
@@ -50,10 +53,18 @@ def identity_row(images_csv: Path, atlas_labels: Path, labels: list[int]) -> dic
         truth = load(labels_path, is_label=True)
         laid = truth.grid.sample(atlas.data, atlas.grid, order=0)
         d = dice(laid, truth.data, labels=labels)
-        rows.append({"dice": nanmean(d), **{f"dice_{k}": v for k, v in d.items()}})
+        h = hd95(laid, truth.data, labels=labels, spacing=truth.spacing)
+        finite = [v for v in h.values() if np.isfinite(v)]
+        rows.append(
+            {
+                "dice": nanmean(d),
+                "hd95": float(np.mean(finite)) if finite else float("nan"),
+                **{f"dice_{k}": v for k, v in d.items()},
+            }
+        )
     return {
         "model": "no registration",
-        **summarize_rows(rows, {"dice_mean": "dice"}),
+        **summarize_rows(rows, {"dice_mean": "dice", "hd95_mean": "hd95"}),
         "dice_per_label": per_label_means(rows),
         "folding_pct": 0.0,
     }

@@ -2,8 +2,9 @@
 
 CSV columns: ``image`` and ``labels`` (paths relative to the CSV). Outputs in ``out``:
 ``metrics.csv`` (one row per image: ``image``, ``dice_mean``, ``dice_<label>`` per structure,
-``folding_pct``, ``seconds``) and ``summary.json`` (``dice_mean``, ``dice_sd``, ``dice_per_label``,
-...), both written atomically.
+``hd95`` (mm, mean over the structures with a finite value), ``folding_pct``, ``seconds``) and
+``summary.json`` (``dice_mean``, ``dice_sd``, ``dice_per_label``, ``hd95_mean``, ``hd95_sd``, ...),
+both written atomically.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from medistill.io import Image, check_same_grid, load
 from medistill.labeltransfer.apply import transfer_labels
 from medistill.labeltransfer.data import atlas_images
 from medistill.labeltransfer.model import checkpoint_atlas, load_model, transfer_network
-from medistill.metrics import dice, folding_fraction
+from medistill.metrics import dice, folding_fraction, hd95
 from medistill.metrics.summary import nanmean, per_label_means, summarize_rows, write_metrics
 from medistill.typing import PathLike
 
@@ -104,8 +105,9 @@ def score_transfers(
     meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run ``transfer`` on every image of ``images_csv`` and score it against its label map:
-    Dice per structure (default: the atlas' non-zero labels), folding (% of voxels with a
-    non-positive Jacobian), seconds per image. Writes ``metrics.csv`` and ``summary.json`` in
+    Dice per structure (default: the atlas' non-zero labels), HD95 (mm, on the image's spacing,
+    mean over the structures where it is finite), folding (% of voxels with a non-positive
+    Jacobian), seconds per image. Writes ``metrics.csv`` and ``summary.json`` in
     ``out`` and returns the summary (``meta`` first)."""
     chosen = (
         [int(v) for v in labels]
@@ -120,6 +122,9 @@ def score_transfers(
         d = dice(predicted.data, truth.data, labels=chosen)
         row: dict[str, Any] = {"image": image_path.name, "dice_mean": nanmean(d)}
         row.update({f"dice_{k}": v for k, v in d.items()})
+        h = hd95(predicted.data, truth.data, labels=chosen, spacing=image.spacing)
+        finite = [v for v in h.values() if np.isfinite(v)]
+        row["hd95"] = float(np.mean(finite)) if finite else float("nan")
         row["folding_pct"] = 100.0 * folding_fraction(jacobian)
         row["seconds"] = seconds
         rows.append(row)
@@ -129,6 +134,7 @@ def score_transfers(
         "labels": chosen,
         **summarize_rows(rows, {"dice_mean": "dice_mean"}),
         "dice_per_label": per_label_means(rows),
+        **summarize_rows(rows, {"hd95_mean": "hd95"}),
         **summarize_rows(
             rows, {"folding_pct": "folding_pct", "seconds_per_image": "seconds"}, sd=False
         ),
