@@ -274,3 +274,8 @@ def test_outputs_choose_the_files_and_no_compress_writes_nii(brains, tmp_path, c
         code, _, err = cli(capsys, *args, "--out", tmp_path / "never", "--outputs", bad)
         assert code == 2 and len(err.strip().splitlines()) == 1 and "--outputs" in err, err
         assert not (tmp_path / "never").exists()
+    no_labels = [a for a in args if a not in ("--moving-labels", brains / "moving_seg.nii.gz")]
+    code, _, err = cli(capsys, *no_labels, "--out", tmp_path / "never", "--outputs",
+                       "warped_labels")  # fmt: skip
+    assert code == 2 and "--moving-labels" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "never").exists()

@@ -102,6 +102,9 @@ def register(
     if fixed_labels is not None and method != "optimise":
         raise InputError("--fixed-labels is used only by --method optimise (privileged term)")
     jobs = _jobs(fixed, moving, moving_labels, fixed_labels, pairs, atlas, images)
+    if chosen == ("warped_labels",) and all(j["moving_labels"] is None for j in jobs):
+        where = "a moving_labels column in --pairs" if cohort else "--moving-labels"
+        raise InputError(f"--outputs warped_labels needs {where}")
     if method == "optimise":
         registrar, ndim, _, _ = optimiser_registrar(config, set_, progress=progress and single)
     else:
