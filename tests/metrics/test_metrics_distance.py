@@ -87,6 +87,9 @@ def test_multi_label_empty_cases_and_mean():
     assert math.isnan(out[4])
     assert mean_hd95(pred, target, labels=[1, 4]) == pytest.approx(3.0)
     assert mean_hd95(pred, target) == math.inf  # default labels 1, 2; label 2 missing in pred
+    # the summaries' convention: structures present in one map only are left out
+    assert mean_hd95(pred, target, finite_only=True) == pytest.approx(3.0)
+    assert math.isnan(mean_hd95(pred, target, labels=[2, 3], finite_only=True))
     assert list(hd95(pred, target)) == [1, 2]
 
 

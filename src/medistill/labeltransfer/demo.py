@@ -41,11 +41,9 @@ def forward_only(cfg: LabelTransferConfig) -> LabelTransferConfig:
 def identity_row(images_csv: Path, atlas_labels: Path, labels: list[int]) -> dict[str, Any]:
     """Dice and HD95 (mm, mean over structures with a finite value) of the atlas labels laid on
     each image through world space, without registration."""
-    import numpy as np
-
     from medistill.io import load
     from medistill.labeltransfer.evaluate import read_images_csv
-    from medistill.metrics import dice, hd95
+    from medistill.metrics import dice, mean_hd95
 
     atlas = load(atlas_labels, is_label=True)
     rows = []
@@ -53,12 +51,11 @@ def identity_row(images_csv: Path, atlas_labels: Path, labels: list[int]) -> dic
         truth = load(labels_path, is_label=True)
         laid = truth.grid.sample(atlas.data, atlas.grid, order=0)
         d = dice(laid, truth.data, labels=labels)
-        h = hd95(laid, truth.data, labels=labels, spacing=truth.spacing)
-        finite = [v for v in h.values() if np.isfinite(v)]
+        h = mean_hd95(laid, truth.data, labels=labels, spacing=truth.spacing, finite_only=True)
         rows.append(
             {
                 "dice": nanmean(d),
-                "hd95": float(np.mean(finite)) if finite else float("nan"),
+                "hd95": h,
                 **{f"dice_{k}": v for k, v in d.items()},
             }
         )

@@ -21,7 +21,7 @@ from medistill.io import Image, check_same_grid, load
 from medistill.labeltransfer.apply import transfer_labels
 from medistill.labeltransfer.data import atlas_images
 from medistill.labeltransfer.model import checkpoint_atlas, load_model, transfer_network
-from medistill.metrics import dice, folding_fraction, hd95
+from medistill.metrics import dice, folding_fraction, mean_hd95
 from medistill.metrics.summary import nanmean, per_label_means, summarize_rows, write_metrics
 from medistill.typing import PathLike
 
@@ -122,9 +122,9 @@ def score_transfers(
         d = dice(predicted.data, truth.data, labels=chosen)
         row: dict[str, Any] = {"image": image_path.name, "dice_mean": nanmean(d)}
         row.update({f"dice_{k}": v for k, v in d.items()})
-        h = hd95(predicted.data, truth.data, labels=chosen, spacing=image.spacing)
-        finite = [v for v in h.values() if np.isfinite(v)]
-        row["hd95"] = float(np.mean(finite)) if finite else float("nan")
+        row["hd95"] = mean_hd95(
+            predicted.data, truth.data, labels=chosen, spacing=image.spacing, finite_only=True
+        )
         row["folding_pct"] = 100.0 * folding_fraction(jacobian)
         row["seconds"] = seconds
         rows.append(row)

@@ -111,13 +111,19 @@ def mean_hd95(
     target: ArrayLike,
     labels: Iterable[int] | None = None,
     spacing: Sequence[float] | None = None,
+    *,
+    finite_only: bool = False,
 ) -> float:
     """Mean of :func:`hd95` over labels.
 
     NaN labels (absent from both maps) are skipped; an ``inf`` label (present in only one map)
-    makes the mean ``inf``. NaN when no label is defined.
+    makes the mean ``inf``, or is skipped too with ``finite_only`` (the convention of the
+    evaluation summaries). NaN when no label is defined.
     """
-    return nanmean(hd95(pred, target, labels, spacing).values())
+    values = hd95(pred, target, labels, spacing).values()
+    if finite_only:
+        values = [v for v in values if np.isfinite(v)]
+    return nanmean(values)
 
 
 def tre(

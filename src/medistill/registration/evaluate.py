@@ -12,8 +12,7 @@ from medistill.data import load_subject, read_pairs_csv
 from medistill.errors import InputError
 from medistill.io.validate import check_image_values
 from medistill.metrics import dice as dice_per_label
-from medistill.metrics import folding_fraction, mean_tre, sdlogj
-from medistill.metrics import hd95 as hd95_per_label
+from medistill.metrics import folding_fraction, mean_hd95, mean_tre, sdlogj
 from medistill.metrics import jaccard as jaccard_per_label
 from medistill.metrics.summary import nanmean, summarize_rows, write_metrics
 from medistill.registration.apply import register_images
@@ -49,9 +48,9 @@ def pair_metrics(reg, fixed, moving, *, labels: list[int] | None = None) -> dict
         d = dice_per_label(pred, target, labels=chosen)
         row["dice"] = nanmean(d)
         row["jaccard"] = nanmean(jaccard_per_label(pred, target, labels=chosen))
-        h = hd95_per_label(pred, target, labels=chosen, spacing=fixed.image.spacing)
-        finite = [v for v in h.values() if np.isfinite(v)]
-        row["hd95"] = float(np.mean(finite)) if finite else float("nan")
+        row["hd95"] = mean_hd95(
+            pred, target, labels=chosen, spacing=fixed.image.spacing, finite_only=True
+        )
         for label, value in d.items():
             row[f"dice_{label}"] = value
     if fixed.landmarks is not None and moving.landmarks is not None:
