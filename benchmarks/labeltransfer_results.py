@@ -17,7 +17,9 @@ transfer; with --optimiser, the registration optimiser atlas -> image (no traini
 --forward-registration NAME, two rows on top of that registration network (e.g. the built-in
 distilled student `brain`): G_F is the network itself, fine-tuned forward-only (L_sim + L_smooth,
 lr --student-lr), then LT-Net balanced from that G_F (G_B pre-trained, cycle pull capped at
---cycle-share). Dice per structure and mean, HD95 (mm, mean over structures).
+--cycle-share), and that LT-Net row with each term (GAN, image, anatomy, transformation,
+difference cycle) switched off in turn (run them by name with --only). Dice per structure and
+mean, HD95 (mm, mean over structures).
 
 With --structures every row is also scored on every structure of the held-out label maps (about
 50, the raw labels; the images are the same, only the label maps differ), whatever --labels the
@@ -52,6 +54,15 @@ CAPPED = "LT-Net balanced, cycle pull on G_F capped (cycle_share 0.5)"
 # issue 15 on top of the distilled registration student (--forward-registration NAME)
 ON_STUDENT = "forward-only, G_F = the registration student, fine-tuned"
 LT_ON_STUDENT = "LT-Net balanced on the fine-tuned student (G_B pre-trained, cycle_share {share:g})"
+# the ablation of issue 15 on that start: the LT-Net row with one term switched off
+TERM_NAMES = {
+    "gan": "the GAN",
+    "cyc": "the image cycle",
+    "anatomy": "the anatomy cycle",
+    "trans": "the transformation cycle",
+    "diff": "the difference cycle",
+}
+WITHOUT = "LT-Net on the fine-tuned student, cycle_share {share:g}, without {term}"
 
 # row name -> (folder, loss terms switched on besides sim + smooth)
 ROWS = {
@@ -224,6 +235,14 @@ def main() -> int:
     rows = dict(ROWS)
     lt_on_student = LT_ON_STUDENT.format(share=args.cycle_share)
     rows[lt_on_student] = (f"student_lt_cs{args.cycle_share:g}", ALL_CYCLE)
+    ablation = set()
+    for term, words in TERM_NAMES.items():
+        label = WITHOUT.format(share=args.cycle_share, term=words)
+        rows[label] = (
+            f"student_lt_cs{args.cycle_share:g}_no_{term}",
+            tuple(t for t in ALL_CYCLE if t != term),
+        )
+        ablation.add(label)
     for name, (folder, terms) in rows.items():
         if args.only and name not in args.only:
             continue
@@ -238,7 +257,7 @@ def main() -> int:
                 print(f"skipped {name}: train the forward-only row first ({start})")
                 continue
             balanced_start(rcfg, start, steps, 0.5 if name == CAPPED else 0.0)
-        if name in (ON_STUDENT, lt_on_student):
+        if name in (ON_STUDENT, lt_on_student) or name in ablation:
             if not args.forward_registration:
                 continue
             rcfg.loop.lr = args.student_lr
