@@ -21,9 +21,10 @@ lr --student-lr), then LT-Net balanced from that G_F (G_B pre-trained, cycle pul
 difference cycle) switched off in turn (run them by name with --only). Dice per structure and
 mean, HD95 (mm, mean over structures).
 
-With --structures every row is also scored on every structure of the held-out label maps (about
-50, the raw labels; the images are the same, only the label maps differ), whatever --labels the
-models were trained with: ``eval_structures/`` in each row's folder, the table "every structure".
+With --structures every row is also scored on every structure of the held-out label maps (the
+41 raw labels of the atlas; the images are the same, only the label maps differ), whatever
+--labels the models were trained with: ``eval_structures/`` in each row's folder, the table
+"every structure".
 
 Usage (from the repository root; background; hours at --scale 1 on 2 CPU cores):
 
