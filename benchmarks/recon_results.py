@@ -347,6 +347,7 @@ def main() -> int:
         latency(out, results, found, args.threads, args.repeats, contiguous=True)
         return 0
     steps = max(2, int(args.steps * args.scale))
+    teacher_steps = max(2, int(args.teacher_steps * args.scale)) if args.teacher_steps else None
     extra_tests: dict[str, list[str]] = {}
     if SOURCE == "pooled":
         source, found = prepare_pooled(out / "data", args.test_fraction, args.seed)
@@ -363,7 +364,7 @@ def main() -> int:
         base_acc = [*base, f"mask.acceleration={acc}"]
         run_group(
             "recon", tag, f"recon_{acc:g}x", base_acc, steps, out, test, results, extra_tests,
-            teacher_steps=args.teacher_steps,
+            teacher_steps=teacher_steps,
         )  # fmt: skip
         results_path.write_text(json.dumps(results, indent=2))
     if not args.no_sr:
@@ -371,7 +372,7 @@ def main() -> int:
         tags.append(tag)
         run_group(
             "sr", tag, "sr_4x", [*base, "sr.factor=4"], steps, out, test, results, extra_tests,
-            teacher_steps=args.teacher_steps,
+            teacher_steps=teacher_steps,
         )  # fmt: skip
         results_path.write_text(json.dumps(results, indent=2))
     latency(out, results, tags, args.threads, args.repeats)
