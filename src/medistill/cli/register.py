@@ -110,7 +110,7 @@ def register(
     else:
         registrar, ndim, _, _ = network_registrar(model, refine, config, set_, engine=engine)
     if single:
-        reg = _register_one(registrar, jobs[0], ndim, initial)
+        reg = _register_one(registrar, jobs[0], ndim, initial, chosen)
         for path in reg.save(out, outputs=chosen, compress=compress):
             typer.echo(str(path))
         what = "optimisation" if method == "optimise" else "network"
@@ -172,7 +172,7 @@ def _stem(path: Path) -> str:
     return Path(name).stem
 
 
-def _register_one(registrar, job: dict, ndim: int | None, initial: str):
+def _register_one(registrar, job: dict, ndim: int | None, initial: str, outputs: tuple[str, ...]):
     from medistill.io import check_same_grid, load
     from medistill.io.validate import check_image_values
 
@@ -190,7 +190,12 @@ def _register_one(registrar, job: dict, ndim: int | None, initial: str):
     if job["fixed_labels"] is not None:
         f_labels = check_same_grid(fixed_img, load(job["fixed_labels"], is_label=True, dims=nd))
     return registrar(
-        fixed_img, moving_img, moving_labels=labels, fixed_labels=f_labels, initial=initial
+        fixed_img,
+        moving_img,
+        moving_labels=labels,
+        fixed_labels=f_labels,
+        initial=initial,
+        outputs=outputs,
     )
 
 
@@ -225,7 +230,7 @@ def _register_cohort(
     failed: list[str] = []
     for job in iterator:
         try:
-            reg = _register_one(registrar, job, ndim, initial)
+            reg = _register_one(registrar, job, ndim, initial, outputs)
         except InputError as err:
             failed.append(job["name"])
             typer.echo(f"medistill: error: pair {job['name']}: {err}", err=True)

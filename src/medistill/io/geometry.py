@@ -43,6 +43,16 @@ def resample_array(
     idx = list(range(ndim)) + [3]
     # destination index -> source index
     m = (np.linalg.inv(src_affine) @ dst_affine)[np.ix_(idx, idx)]
+    if order == 1 and axis_aligned(m) is not None:
+        return separable_linear(data, m, dst_shape, cval=cval)
+    if order == 1 and min(data.shape) > 1 and min(dst_shape) > 1:  # oblique: torch, all threads
+        import torch
+
+        from medistill.kernels import affine_linear
+
+        volume = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+        out = affine_linear(volume, torch.from_numpy(m[:ndim]), tuple(dst_shape), cval=cval)
+        return out.numpy()
     if order == 0:
         out = ndimage.affine_transform(
             data,
@@ -65,6 +75,120 @@ def resample_array(
         prefilter=order > 1,
     )
     return out.astype(np.float32, copy=False)
+
+
+def axis_aligned(voxel_map: np.ndarray, tol: float = 1e-9) -> list[int] | None:
+    """Whether a voxel-to-voxel map only scales, flips, permutes and shifts axes.
+
+    Args:
+        voxel_map: ``(ndim, ndim + 1)`` or ``(ndim + 1, ndim + 1)`` affine from destination
+            voxel indices ``y`` to source voxel indices ``s = M[:, :ndim] y + M[:, ndim]``.
+        tol: entries below ``tol`` times the largest one count as zero.
+
+    Returns:
+        For each source axis ``i`` the destination axis its coordinate depends on (a
+        permutation), or None when the map is oblique (some source coordinate depends on
+        several destination axes).
+    """
+    m = np.asarray(voxel_map, dtype=np.float64)
+    nd = m.shape[1] - 1
+    lin = np.abs(m[:nd, :nd])
+    big = lin > tol * lin.max()
+    if not (big.sum(0) == 1).all() or not (big.sum(1) == 1).all():
+        return None
+    return [int(np.flatnonzero(big[i])[0]) for i in range(nd)]
+
+
+def linear_weights(
+    coords: np.ndarray, size: int, *, padding: str = "constant"
+) -> tuple[np.ndarray, np.ndarray]:
+    """The 1-D linear-interpolation matrix of ``coords`` into an axis of ``size`` voxels.
+
+    Args:
+        coords: ``(N,)`` source voxel coordinates (float64).
+        size: number of source voxels.
+        padding: ``"constant"`` (a coordinate outside ``[0, size - 1]`` gets no weight, as
+            :func:`scipy.ndimage.affine_transform` with ``mode="constant"``) or ``"border"``
+            (coordinates clamped into the axis, as ``grid_sample``'s border padding).
+
+    Returns:
+        ``(N, size)`` float32 weights (rows sum to 1, or to 0 outside) and the ``(N,)`` boolean
+        "inside" mask.
+    """
+    c = np.asarray(coords, dtype=np.float64)
+    inside = (c >= 0) & (c <= size - 1) if padding == "constant" else np.ones(c.shape, bool)
+    c = np.clip(c, 0, size - 1)
+    weights = np.zeros((c.size, size), dtype=np.float64)
+    rows = np.arange(c.size)
+    if size == 1:
+        weights[:, 0] = 1.0
+    else:
+        low = np.minimum(np.floor(c).astype(np.int64), size - 2)
+        frac = c - low
+        weights[rows, low] = 1.0 - frac
+        weights[rows, low + 1] += frac
+    weights[~inside] = 0.0
+    return weights.astype(np.float32), inside
+
+
+def separable_weights(
+    voxel_map: np.ndarray,
+    dst_shape: tuple[int, ...],
+    src_shape: tuple[int, ...],
+    *,
+    padding: str = "constant",
+) -> tuple[list[int], list[np.ndarray], list[np.ndarray]] | None:
+    """Linear resampling along an axis-aligned voxel map as one matrix per axis.
+
+    Multilinear interpolation at the points of an axis-aligned map (:func:`axis_aligned`) is a
+    product of 1-D interpolations, so it is computed exactly by contracting each source axis
+    with a ``(dst size, src size)`` matrix: a few matrix products instead of a gather per
+    voxel (several times faster than ``grid_sample`` or ``affine_transform`` on a CPU).
+
+    Returns:
+        ``(perm, weights, inside)``: ``perm[i]`` the destination axis of source axis ``i``,
+        ``weights[i]`` its ``(dst_shape[perm[i]], src_shape[i])`` matrix
+        (:func:`linear_weights`), ``inside[i]`` its inside mask; None for an oblique map.
+    """
+    perm = axis_aligned(voxel_map)
+    if perm is None:
+        return None
+    m = np.asarray(voxel_map, dtype=np.float64)
+    nd = len(perm)
+    weights, inside = [], []
+    for i, j in enumerate(perm):
+        coords = m[i, j] * np.arange(dst_shape[j], dtype=np.float64) + m[i, nd]
+        w, ins = linear_weights(coords, int(src_shape[i]), padding=padding)
+        weights.append(w)
+        inside.append(ins)
+    return perm, weights, inside
+
+
+def separable_linear(
+    data: np.ndarray, voxel_map: np.ndarray, dst_shape: tuple[int, ...], *, cval: float = 0.0
+) -> np.ndarray:
+    """``data`` linearly resampled at an axis-aligned voxel map (:func:`separable_weights`),
+    ``cval`` outside: the values of :func:`scipy.ndimage.affine_transform` with ``order=1,
+    mode="constant"`` (to float32 rounding), in float32 of shape ``dst_shape``.
+
+    Raises:
+        InputError: the map is oblique.
+    """
+    found = separable_weights(voxel_map, tuple(dst_shape), data.shape, padding="constant")
+    if found is None:
+        raise InputError("separable_linear(): the voxel map is not axis-aligned")
+    perm, weights, inside = found
+    out = np.asarray(data, dtype=np.float32)
+    for w in weights:  # contract the leading source axis; its destination axis goes last
+        out = np.tensordot(out, w, axes=([0], [1]))
+    out = np.ascontiguousarray(np.transpose(out, np.argsort(perm)))
+    if cval != 0.0:
+        nd = len(perm)
+        covered = np.ones(out.shape, dtype=bool)
+        for i, j in enumerate(perm):
+            covered &= inside[i].reshape([-1 if k == j else 1 for k in range(nd)])
+        out[~covered] = np.float32(cval)
+    return out
 
 
 @dataclass(frozen=True, eq=False)

@@ -35,8 +35,12 @@ def content_box(image: Image, threshold: float | None = None) -> tuple[np.ndarra
     mask = data > threshold
     if not mask.any():
         return np.zeros(image.ndim, int), np.asarray(image.shape) - 1
-    coords = np.nonzero(mask)
-    return np.array([c.min() for c in coords]), np.array([c.max() for c in coords])
+    lo, hi = [], []
+    for axis in range(mask.ndim):  # projections: much faster than np.nonzero of the mask
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        lo.append(hit[0])
+        hi.append(hit[-1])
+    return np.array(lo), np.array(hi)
 
 
 def content_bounds_mm(

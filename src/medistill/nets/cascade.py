@@ -123,6 +123,15 @@ class Cascade(nn.Module):
             :class:`CascadeOutput` with the composed displacement (voxels, backward
             convention), the warped moving image, the increments and the affine parameters.
         """
+        return self._run(fixed, moving, final_warp=True)
+
+    def displacement(self, fixed: Tensor, moving: Tensor) -> Tensor:
+        """The composed displacement of :meth:`forward` (voxels, ``(B, ndim, *S)``) without
+        warping the moving image at the end: what inference on native grids needs (one
+        resampling of the moving image fewer)."""
+        return self._run(fixed, moving, final_warp=False).disp
+
+    def _run(self, fixed: Tensor, moving: Tensor, *, final_warp: bool) -> CascadeOutput:
         full_moving = moving
         if self.downsample > 1:
             sizes = tuple(moving.shape[2:])
@@ -155,15 +164,16 @@ class Cascade(nn.Module):
                     agg = torch.einsum("bij,bj...->bi...", affine[0], u) + agg
                 else:
                     agg = compose(agg, u)
-                if self.downsample == 1 or k < len(self.subnets) - 1:
-                    # the last coarse warp is not needed: warped at full resolution below
+                # the last warp is needed only as an output, and only here at full resolution
+                if k < len(self.subnets) - 1 or (self.downsample == 1 and final_warp):
                     warped = warp(_full(moving), agg)
         if agg is None:  # unreachable: __init__ requires a stem or a subnetwork
             raise RuntimeError("Cascade.forward(): no stage produced a displacement")
         if self.downsample > 1:
             with no_autocast(device):
                 agg = upsample_disp(agg, self.downsample)
-                warped = warp(_full(full_moving), agg)
+                if final_warp:
+                    warped = warp(_full(full_moving), agg)
         return CascadeOutput(disp=agg, warped=warped, increments=increments, affine=affine)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -13,7 +13,12 @@ from medistill.errors import InputError
 from medistill.io import Grid, Image, WorkingGrid
 from medistill.optimise.config import OptimiseConfig, validate
 from medistill.optimise.core import optimise
-from medistill.spatial.native import Registration, finish_registration, prepare_pair
+from medistill.spatial.native import (
+    OUTPUTS,
+    Registration,
+    finish_registration,
+    prepare_pair,
+)
 
 __all__ = [
     "optimiser_grid",
@@ -64,6 +69,7 @@ def register_optimise(
     fixed_labels: Image | None = None,
     label_interp: str = "nearest",
     progress: bool = False,
+    outputs: Sequence[str] = OUTPUTS,
 ) -> Registration:
     """Register ``moving`` to ``fixed`` by per-pair optimisation; outputs on the fixed grid.
 
@@ -79,6 +85,8 @@ def register_optimise(
         fixed_labels: label map on the fixed grid (privileged term only).
         label_interp: ``"nearest"`` or ``"linear"`` for the warped labels.
         progress: show a progress bar.
+        outputs: what to compute besides the field
+            (:func:`~medistill.spatial.native.finish_registration`).
 
     Returns:
         :class:`~medistill.spatial.native.Registration`; ``extra["affine_mm"]`` is the ``(4, 4)``
@@ -118,6 +126,7 @@ def register_optimise(
         label_interp=label_interp,
         seconds_network=seconds,
         started=t0,
+        outputs=outputs,
     )
     reg.extra["affine_mm"] = world_affine(
         result.matrix[0].cpu().double().numpy(), pair.grid, pair.moving_grid

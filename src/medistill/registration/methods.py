@@ -1,20 +1,22 @@
 """Registrars: the ways to register a pair on native grids behind one call.
 
 A registrar is ``registrar(fixed, moving, *, moving_labels=None, fixed_labels=None,
-initial="com") -> Registration`` (:class:`~medistill.spatial.native.Registration`), the form
+initial="com", outputs=OUTPUTS) -> Registration``
+(:class:`~medistill.spatial.native.Registration`), the form
 :func:`medistill.registration.evaluate.evaluate_pairs`, ``medistill register`` and the demo use.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from medistill.errors import InputError
 from medistill.io import Image
 from medistill.optimise.config import OptimiseConfig
+from medistill.spatial.native import OUTPUTS
 from medistill.typing import PathLike
 
 __all__ = ["ENGINES", "Registrar", "network_registrar", "optimiser_registrar"]
@@ -62,10 +64,22 @@ def network_registrar(
         field = refined_field(field, refine_cfg, refine)
 
     def registrar(
-        fixed: Image, moving: Image, *, moving_labels=None, fixed_labels=None, initial: str = "com"
+        fixed: Image,
+        moving: Image,
+        *,
+        moving_labels=None,
+        fixed_labels=None,
+        initial: str = "com",
+        outputs: Sequence[str] = OUTPUTS,
     ):
         return register_images(
-            field, fixed, moving, shape=shape, moving_labels=moving_labels, initial=initial
+            field,
+            fixed,
+            moving,
+            shape=shape,
+            moving_labels=moving_labels,
+            initial=initial,
+            outputs=outputs,
         )
 
     role += f" + {refine} refinement iterations" if refine else ""
@@ -84,6 +98,7 @@ def optimiser_registrar(cfg: OptimiseConfig, *, progress: bool = False) -> Regis
         moving_labels=None,
         fixed_labels=None,
         initial: str | None = None,
+        outputs: Sequence[str] = OUTPUTS,
     ):
         call = cfg if initial is None else dataclasses.replace(cfg, initial=initial)
         return register_optimise(
@@ -93,6 +108,7 @@ def optimiser_registrar(cfg: OptimiseConfig, *, progress: bool = False) -> Regis
             moving_labels=moving_labels,
             fixed_labels=fixed_labels,
             progress=progress,
+            outputs=outputs,
         )
 
     return registrar

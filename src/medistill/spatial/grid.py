@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from medistill.errors import InputError
+from medistill.kernels import affine_grid
 
 __all__ = ["identity_grid", "normalized_identity", "normalized_to_voxel", "voxel_to_normalized"]
 
@@ -189,6 +190,5 @@ def affine_sampling_grid(
     off = (m[:, :nd] @ centre + m[:, nd]) / h_src - 1.0
     rev = list(range(nd - 1, -1, -1))  # grid_sample's component order: last axis first
     theta = torch.cat([lin[rev][:, rev], off[rev, None]], dim=1)
-    size = (1, 1, *dst)
-    grid = torch.nn.functional.affine_grid(theta[None], list(size), align_corners=True)
+    grid = affine_grid(theta, tuple(dst))
     return grid.to(dtype=dtype or torch.float32, device=device)

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medistill.errors import InputError
+from medistill.kernels import grid_sample
 from medistill.spatial._checks import (
     broadcast_batch,
     check_field,
@@ -96,9 +96,7 @@ def resample(
         grid = crd.movedim(1, -1)
     else:
         grid = voxel_to_normalized(crd.movedim(1, -1), image.shape[2:])
-    out = F.grid_sample(
-        img, grid, mode=_GRID_SAMPLE_MODE[mode], padding_mode=padding, align_corners=True
-    )
+    out = grid_sample(img, grid, mode=_GRID_SAMPLE_MODE[mode], padding_mode=padding)
     if integer:
         out = out.round().to(image.dtype)
     return out

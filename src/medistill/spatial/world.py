@@ -17,6 +17,8 @@ import torch
 from torch import Tensor
 
 from medistill.errors import InputError
+from medistill.io.geometry import separable_weights
+from medistill.kernels import grid_sample
 from medistill.spatial._checks import check_field
 from medistill.spatial.grid import affine_sampling_grid
 
@@ -124,6 +126,17 @@ def lps_to_ras(disp_mm: Tensor | np.ndarray, dim: int = 1) -> Tensor | np.ndarra
     return _flip_xy("lps_to_ras", disp_mm, dim)
 
 
+def _resample_separable(values: Tensor, perm: list[int], weights: list[np.ndarray]) -> Tensor:
+    """``(B, C, *S_src)`` values contracted with one interpolation matrix per source axis
+    (:func:`~medistill.io.geometry.separable_weights`) -> ``(B, C, *S_dst)``."""
+    out = values
+    for w in weights:  # contract the leading source axis; its destination axis goes last
+        mat = torch.as_tensor(w, device=values.device).to(values.dtype)
+        out = torch.tensordot(out, mat, dims=([2], [1]))
+    order = [int(k) for k in np.argsort(perm)]
+    return out.permute(0, 1, *[2 + k for k in order]).contiguous()
+
+
 def resample_disp_between_grids(
     disp: Tensor,
     src_affine: np.ndarray | Tensor,
@@ -160,16 +173,21 @@ def resample_disp_between_grids(
     src = _homogeneous(fn, "src_affine", src_affine, nd)
     dst = _homogeneous(fn, "dst_affine", dst_affine, nd)
     dst_to_src = np.linalg.solve(src, dst)  # A_src^-1 A_dst, voxel y -> source voxel s
-    grid = affine_sampling_grid(
-        dst_to_src, dst_shape, disp.shape[2:], dtype=disp.dtype, device=disp.device
+    separable = separable_weights(
+        dst_to_src[:nd], tuple(int(s) for s in dst_shape), tuple(disp.shape[2:]), padding="border"
     )
-    sampled = torch.nn.functional.grid_sample(
-        disp,
-        grid.expand(disp.shape[0], *grid.shape[1:]),
-        mode="bilinear",
-        padding_mode="border",
-        align_corners=True,
-    )
+    if separable is not None:  # no obliquity between the grids: exact and several times faster
+        sampled = _resample_separable(disp, *separable[:2])
+    else:
+        grid = affine_sampling_grid(
+            dst_to_src, dst_shape, disp.shape[2:], dtype=disp.dtype, device=disp.device
+        )
+        sampled = grid_sample(
+            disp,
+            grid.expand(disp.shape[0], *grid.shape[1:]),
+            mode="bilinear",
+            padding_mode="border",
+        )
     return _apply_linear(np.linalg.solve(dst[:nd, :nd], src[:nd, :nd]), sampled)
 
 

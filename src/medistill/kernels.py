@@ -1,0 +1,126 @@
+"""Low-level numerical kernels shared by :mod:`medistill.io` and :mod:`medistill.spatial`.
+
+Below every other module of the package except :mod:`medistill.errors`: plain tensors in,
+plain tensors out, no conventions of ours (those live in :mod:`medistill.spatial`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["affine_grid", "affine_linear", "grid_sample"]
+
+
+def grid_sample(
+    image: Tensor, grid: Tensor, *, mode: str = "bilinear", padding_mode: str = "border"
+) -> Tensor:
+    """:func:`torch.nn.functional.grid_sample` (``align_corners=True``) that uses every CPU
+    thread for a batch of one.
+
+    PyTorch's CPU kernels parallelise over the batch only, so a single image is sampled on
+    one core. On the CPU, with a batch of 1 and ``k = torch.get_num_threads() > 1``, the
+    output's first spatial axis is cut into ``k`` slabs (the grid padded to a multiple of
+    ``k``) that are sampled as a batch of ``k`` from the same (expanded, not copied) image:
+    the values are exactly those of one call, and so are the gradients (the image's up
+    to the float rounding of summing the slabs' contributions). Measured on 2 threads: 3-D
+    forward 2-2.5x, forward and backward 3x faster.
+
+    Args:
+        image: ``(B, C, *S)`` input, ``S`` of 2 or 3 axes.
+        grid: ``(B, *T, ndim)`` normalised coordinates (last component along the last axis).
+        mode: ``"bilinear"`` or ``"nearest"``.
+        padding_mode: ``"border"``, ``"zeros"`` or ``"reflection"``.
+
+    Returns:
+        ``(B, C, *T)`` sampled values.
+    """
+    k = torch.get_num_threads()
+    depth = grid.shape[1]
+    exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+    if (
+        exporting
+        or image.device.type != "cpu"
+        or image.shape[0] != 1
+        or grid.shape[0] != 1
+        or k < 2
+    ):
+        return F.grid_sample(image, grid, mode=mode, padding_mode=padding_mode, align_corners=True)
+    k = min(k, depth)
+    pad = -depth % k
+    if pad:
+        grid = torch.cat([grid, grid.new_zeros(1, pad, *grid.shape[2:])], 1)
+    slabs = grid.reshape(k, (depth + pad) // k, *grid.shape[2:])
+    out = F.grid_sample(
+        image.expand(k, *image.shape[1:]),
+        slabs,
+        mode=mode,
+        padding_mode=padding_mode,
+        align_corners=True,
+    )
+    out = out.movedim(0, 1).reshape(1, image.shape[1], depth + pad, *out.shape[3:])
+    return out[:, :, :depth] if pad else out
+
+
+def affine_linear(
+    volume: Tensor, voxel_map: Tensor, dst_shape: tuple[int, ...], *, cval: float = 0.0
+) -> Tensor:
+    """Linear interpolation of ``volume`` at an affine map of a destination grid's voxels, with
+    the semantics of :func:`scipy.ndimage.affine_transform` (``order=1, mode="constant"``): a
+    point more than a rounding error outside ``[0, size - 1]`` along any axis gets ``cval``.
+
+    Args:
+        volume: ``(*S)`` float32 values (2 or 3 axes, each of size >= 2).
+        voxel_map: ``(ndim, ndim + 1)`` float64 map from destination voxel ``y`` to source
+            voxel ``M[:, :ndim] y + M[:, ndim]``.
+        dst_shape: destination size (each >= 2).
+
+    Returns:
+        ``dst_shape`` float32 values.
+    """
+    nd = volume.dim()
+    m = voxel_map.to(torch.float64)
+    h_dst = (torch.tensor(dst_shape, dtype=torch.float64) - 1) / 2
+    h_src = (torch.tensor(volume.shape, dtype=torch.float64) - 1) / 2
+    # normalised coordinates (align_corners=True): n = v / h - 1 on both grids
+    lin = m[:, :nd] * h_dst[None, :] / h_src[:, None]
+    off = (m[:, :nd] @ h_dst + m[:, nd]) / h_src - 1.0
+    rev = list(range(nd - 1, -1, -1))  # grid_sample's component order: last axis first
+    theta = torch.cat([lin[rev][:, rev], off[rev, None]], dim=1)
+    grid = affine_grid(theta, dst_shape, torch.float32)
+    out = grid_sample(volume[None, None], grid, mode="bilinear", padding_mode="zeros")[0, 0]
+    limit = 1 + 1e-5 / h_src.min().item()  # 1e-5 voxel: float32 rounding of the coordinates
+    outside = grid[0, ..., 0].abs() > limit  # one component at a time: no reduction over 3
+    for c in range(1, nd):
+        outside |= grid[0, ..., c].abs() > limit
+    return out.masked_fill_(outside, cval)
+
+
+def affine_grid(theta: Tensor, size: tuple[int, ...], dtype: torch.dtype | None = None) -> Tensor:
+    """:func:`torch.nn.functional.affine_grid` (``align_corners=True``) for one ``(ndim, ndim
+    + 1)`` matrix, as a sum of one broadcast term per axis (several times faster on a CPU than
+    PyTorch's batched matrix product over every voxel).
+
+    Args:
+        theta: ``(ndim, ndim + 1)`` map from normalised output coordinates (``x`` along the last
+            axis first, as ``grid_sample`` orders them) to normalised input coordinates.
+        size: output spatial size ``(D, H, W)`` or ``(H, W)``.
+        dtype: of the computation and the result (default ``theta``'s).
+
+    Returns:
+        ``(1, *size, ndim)`` grid on ``theta``'s device.
+    """
+    nd = len(size)
+    theta = theta.to(dtype or theta.dtype)
+    grid = theta[:, nd].expand(*size, nd).clone()
+    for c in range(nd):  # component c of the base grid runs along axis nd - 1 - c
+        axis = nd - 1 - c
+        n = size[axis]
+        dev = theta.device
+        base = torch.linspace(-1.0, 1.0, n, dtype=theta.dtype, device=dev)
+        base = base if n > 1 else torch.zeros_like(base)
+        shape = [1] * nd
+        shape[axis] = n
+        grid += base.view(*shape, 1) * theta[:, c]
+    return grid[None]
