@@ -113,14 +113,13 @@ def affine_grid(theta: Tensor, size: tuple[int, ...], dtype: torch.dtype | None 
     """
     nd = len(size)
     theta = theta.to(dtype or theta.dtype)
-    grid = theta[:, nd].expand(*size, nd).clone()
-    for c in range(nd):  # component c of the base grid runs along axis nd - 1 - c
+    grid = theta[:, nd]  # (ndim,): broadcast up one axis at a time, one full-size pass at the end
+    for c in range(nd - 1, -1, -1):  # component c of the base grid runs along axis nd - 1 - c
         axis = nd - 1 - c
         n = size[axis]
-        dev = theta.device
-        base = torch.linspace(-1.0, 1.0, n, dtype=theta.dtype, device=dev)
+        base = torch.linspace(-1.0, 1.0, n, dtype=theta.dtype, device=theta.device)
         base = base if n > 1 else torch.zeros_like(base)
         shape = [1] * nd
         shape[axis] = n
-        grid += base.view(*shape, 1) * theta[:, c]
-    return grid[None]
+        grid = grid + base.view(*shape, 1) * theta[:, c]
+    return grid.expand(*size, nd).contiguous()[None]
