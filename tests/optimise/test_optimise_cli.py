@@ -226,6 +226,64 @@ def test_atlas_cohort_and_conflicting_options(brains, tmp_path, capsys):
         assert not (tmp_path / "never").exists()
 
 
+def test_atlas_cohort_reads_the_atlas_once_and_again_when_it_changes(
+    brains, tmp_path, capsys, monkeypatch
+):
+    import shutil
+
+    import medistill.io as mio
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("subj1", "subj2", "subj3"):
+        shutil.copy(brains / "moving.nii.gz", folder / f"{name}.nii.gz")
+    atlas = tmp_path / "atlas.nii.gz"
+    shutil.copy(brains / "fixed.nii.gz", atlas)
+    reads: list[str] = []
+    real_load = mio.load
+
+    def counting_load(path, *args, **kwargs):
+        reads.append(str(path))
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(mio, "load", counting_load)
+    out = tmp_path / "atlas_out"
+    args = ["register", "--method", "optimise", "--atlas", atlas, "--images", folder, "--out",
+            out, "--outputs", "warped", *FAST]  # fmt: skip
+    code, _, err = cli(capsys, *args)
+    assert code == 0, err
+    assert sum(r.endswith("atlas.nii.gz") for r in reads) == 1  # three pairs, one read
+    assert sum(r.endswith(".nii.gz") and "subj" in r for r in reads) == 3
+    # the same pair registered alone gives the same warped image
+    code, _, err = cli(capsys, "register", "--method", "optimise", "--fixed", atlas, "--moving",
+                       folder / "subj2.nii.gz", "--out", tmp_path / "alone", "--outputs",
+                       "warped", *FAST)  # fmt: skip
+    assert code == 0, err
+    cohort = nib.load(out / "atlas__subj2" / "warped.nii.gz").get_fdata()
+    alone = nib.load(tmp_path / "alone" / "warped.nii.gz").get_fdata()
+    assert np.array_equal(cohort, alone)
+    # within one run, an atlas rewritten between two pairs is read again
+    from medistill.cli.register import _register_one
+
+    reads.clear()
+    job = {"fixed": atlas, "moving": folder / "subj1.nii.gz", "moving_labels": None,
+           "fixed_labels": None}  # fmt: skip
+    seen = []
+
+    def registrar(fixed, moving, **kwargs):
+        seen.append(float(fixed.data.max()))
+
+    cache: dict = {}
+    _register_one(registrar, job, 3, "com", ("warped",), cache)
+    _register_one(registrar, job, 3, "com", ("warped",), cache)
+    assert sum(r.endswith("atlas.nii.gz") for r in reads) == 1
+    img = nib.load(brains / "fixed.nii.gz")
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj, np.float32) * 2, img.affine), atlas)
+    _register_one(registrar, job, 3, "com", ("warped",), cache)
+    assert sum(r.endswith("atlas.nii.gz") for r in reads) == 2
+    assert seen[2] == pytest.approx(2 * seen[0])
+
+
 @pytest.mark.slow
 def test_cohort_pairs_are_shared_by_torchrun_processes(brains, tmp_path):
     from tests.utils import torchrun_cli

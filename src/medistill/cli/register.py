@@ -172,11 +172,31 @@ def _stem(path: Path) -> str:
     return Path(name).stem
 
 
-def _register_one(registrar, job: dict, ndim: int | None, initial: str, outputs: tuple[str, ...]):
+def _register_one(
+    registrar,
+    job: dict,
+    ndim: int | None,
+    initial: str,
+    outputs: tuple[str, ...],
+    cache: dict | None = None,
+):
+    """Load, check and register one pair. ``cache`` (a dict the caller keeps): the last fixed
+    image, reused while the next pair names the same unchanged file (an atlas cohort reads its
+    atlas once)."""
     from medistill.io import check_same_grid, load
     from medistill.io.validate import check_image_values
 
-    fixed_img = check_image_values(load(job["fixed"], is_label=False, dims=ndim), "fixed image")
+    path = Path(job["fixed"])
+    key = None
+    if cache is not None and path.is_file():
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, ndim)
+    if key is not None and cache.get("key") == key:
+        fixed_img = cache["image"]
+    else:
+        fixed_img = check_image_values(load(path, is_label=False, dims=ndim), "fixed image")
+        if key is not None:
+            cache.update(key=key, image=fixed_img)
     moving_img = check_image_values(load(job["moving"], is_label=False, dims=ndim), "moving image")
     if fixed_img.ndim != moving_img.ndim:
         raise InputError(
@@ -228,9 +248,10 @@ def _register_cohort(
         iterator = tqdm(todo, desc="register", unit="pair")
     seconds: list[float] = []
     failed: list[str] = []
+    cache: dict = {}
     for job in iterator:
         try:
-            reg = _register_one(registrar, job, ndim, initial, outputs)
+            reg = _register_one(registrar, job, ndim, initial, outputs, cache)
         except InputError as err:
             failed.append(job["name"])
             typer.echo(f"medistill: error: pair {job['name']}: {err}", err=True)
