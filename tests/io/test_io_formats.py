@@ -38,6 +38,21 @@ def test_label_roundtrip_is_integer(tmp_path):
     np.testing.assert_array_equal(back.labels(), [4, 17])
 
 
+@pytest.mark.parametrize(
+    ("values", "stored"),
+    [((0, 255), np.uint8), ((0, 256), np.int16), ((3, 2035), np.int16), ((0, 40000), np.int32)],
+)  # fmt: skip
+def test_labels_are_stored_in_the_smallest_integer_type_that_holds_them(tmp_path, values, stored):
+    import nibabel as nib
+
+    labels = np.zeros((4, 5, 6), np.int32)
+    labels[0, 0, 0], labels[1, 2, 3] = values
+    path = tmp_path / "x_seg.nii.gz"
+    save(Image(labels, oblique_affine(), is_label=True), path)
+    assert nib.load(path).get_data_dtype() == stored
+    np.testing.assert_array_equal(load(path).data, labels)
+
+
 def test_save_is_atomic_and_keeps_old_file_on_failure(tmp_path, blob_image, monkeypatch):
     path = tmp_path / "keep.nii.gz"
     save(blob_image, path)

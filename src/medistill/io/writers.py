@@ -25,7 +25,7 @@ def save_nifti(
         affine: ``(4, 4)`` voxel-to-world matrix, stored as both sform and qform (code 1, scanner).
         path: target file; written to a temporary file beside it, then renamed.
         intent: optional NIfTI intent code (e.g. 1007 for a vector field).
-        is_label: store integers (int16 when the values fit, else int32).
+        is_label: store integers (uint8 or int16 when the values fit, else int32).
 
     Raises:
         InputError: the suffix is not ``.nii`` or ``.nii.gz``.
@@ -36,10 +36,12 @@ def save_nifti(
     if suffix.lower() not in (".nii", ".nii.gz"):
         raise InputError(f"{path}: output must end in .nii or .nii.gz, got {suffix or '(none)'!r}")
     data = np.asarray(data)
-    if is_label:
-        info = np.iinfo(np.int16)
-        small = data.size == 0 or (data.min() >= info.min and data.max() <= info.max)
-        data = data.astype(np.int16 if small else np.int32)
+    if is_label:  # the smallest of uint8, int16, int32 that holds every value
+        low, high = (int(data.min()), int(data.max())) if data.size else (0, 0)
+        for dtype in (np.uint8, np.int16, np.int32):
+            if np.iinfo(dtype).min <= low and high <= np.iinfo(dtype).max:
+                break
+        data = data.astype(dtype)
     elif data.dtype == np.float64 or data.dtype == bool:
         data = data.astype(np.float32)
     img = nib.Nifti1Image(data, np.asarray(affine, dtype=np.float64))
