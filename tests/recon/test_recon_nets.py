@@ -70,6 +70,26 @@ def test_network_output_is_data_consistent(acquisition):
     np.testing.assert_allclose(k_out[..., sym].numpy(), sim.kspace[..., sym].numpy(), atol=1e-5)
 
 
+@pytest.mark.parametrize("size", [(16, 16), (16, 10), (15, 16), (13, 11)])
+def test_network_equals_cascades_with_the_shifted_data_consistency(size):
+    # even sizes take the shift-free path (the measurement moved to FFT order once); odd ones
+    # the plain one: both must equal blocks + data_consistency in the centred layout
+    g = torch.Generator().manual_seed(4)
+    h, w = size
+    x = torch.rand(2, 1, h, w, generator=g)
+    m = (torch.rand(1, 1, 1, w, generator=g) > 0.5).float()
+    sim = simulate(x, m)
+    torch.manual_seed(0)
+    net = DCCNN(3, 3, 8)
+    with torch.no_grad():
+        out = net(sim.zero_filled, sim.kspace, m)
+        ref = sim.zero_filled
+        for block in net.blocks:
+            ref = data_consistency(ref + block(ref)[0], sim.kspace, m)
+    assert out.image.shape == (2, 1, h, w)
+    np.testing.assert_allclose(out.image.numpy(), ref.numpy(), atol=1e-5)
+
+
 @pytest.mark.parametrize("residual", [True, False])
 def test_full_mask_returns_the_kspace_image(acquisition, residual):
     x, _, _, _ = acquisition

@@ -119,7 +119,7 @@ class ConvBlock(nn.Module):
         for i, conv in enumerate(self.convs):
             x = conv(x)
             if i < last:
-                x = F.relu(x)
+                x = F.relu(x, inplace=True)  # on the fresh conv output: no new allocation
             if i + 1 == self.attention_layer:
                 feature = x
         return x, feature
@@ -148,6 +148,29 @@ def data_consistency(
         k0 = kspace if kspace.dtype == torch.complex64 else kspace.to(torch.complex64)
         k = m * k0 + (1.0 - m) * k
         return ifft2(k, layout).real
+
+
+def _measurement_uncentred(kspace: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """A centred measurement ``(k0, m)`` moved once into ``numpy.fft`` order for
+    :func:`_data_consistency_uncentred` (even ``H`` and ``W``): ``m_u = ifftshift(m)`` and
+    ``k_u = P * ifftshift(k0)`` with the checkerboard ``P[i, j] = (-1)^(i + j)``."""
+    dims = (-2, -1)
+    m_u = torch.fft.ifftshift(mask.to(torch.float32), dim=dims)
+    k0 = kspace if kspace.dtype == torch.complex64 else kspace.to(torch.complex64)
+    h, w = kspace.shape[-2:]
+    i = torch.arange(h, device=kspace.device).view(h, 1)
+    j = torch.arange(w, device=kspace.device).view(1, w)
+    checker = 1.0 - 2.0 * ((i + j) % 2).to(torch.float32)
+    return m_u, torch.fft.ifftshift(k0, dim=dims) * checker
+
+
+def _data_consistency_uncentred(image: Tensor, k_u: Tensor, m_u: Tensor) -> Tensor:
+    """:func:`data_consistency` in the centred layout for even ``H`` and ``W``, without a shift:
+    for even sizes a half-size roll in one domain is a ``(-1)^n`` modulation in the other, so
+    ``ifft2c(m k0 + (1 - m) fft2c(x)) = ifft2(m_u k_u + (1 - m_u) fft2(x))`` with
+    :func:`_measurement_uncentred`'s ``m_u, k_u`` (the rolls cost as much as the transforms)."""
+    k = torch.fft.fft2(image.float(), norm="ortho")
+    return torch.fft.ifft2(m_u * k_u + (1.0 - m_u) * k, norm="ortho").real
 
 
 class DCCNN(nn.Module):
@@ -207,10 +230,21 @@ class DCCNN(nn.Module):
             )
         x = image
         features = []
+        # centred k-space of even size: the measurement is moved to FFT order once, and each
+        # cascade's data consistency needs no shifts (same values to float rounding)
+        even = image.shape[-2] % 2 == 0 and image.shape[-1] % 2 == 0
+        shift_free = self.layout == "centered" and even
+        with torch.autocast(image.device.type, enabled=False):
+            measured = _measurement_uncentred(kspace, mask) if shift_free else None
         for block in self.blocks:
             out, feature = block(x)
             if self.residual:
                 out = x + out
-            x = data_consistency(out, kspace, mask, self.layout)  # float32 even under autocast
+            # float32 / complex64 even under autocast (FFTs have no bf16 kernels)
+            if measured is None:
+                x = data_consistency(out, kspace, mask, self.layout)
+            else:
+                with torch.autocast(image.device.type, enabled=False):
+                    x = _data_consistency_uncentred(out, measured[1], measured[0])
             features.append(feature)
         return NetOutput(x, tuple(features))
