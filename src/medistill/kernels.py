@@ -99,8 +99,8 @@ def affine_linear(
 
 def affine_grid(theta: Tensor, size: tuple[int, ...], dtype: torch.dtype | None = None) -> Tensor:
     """:func:`torch.nn.functional.affine_grid` (``align_corners=True``) for one ``(ndim, ndim
-    + 1)`` matrix, as a sum of one broadcast term per axis (several times faster on a CPU than
-    PyTorch's batched matrix product over every voxel).
+    + 1)`` matrix, as a sum of one broadcast term per axis instead of a matrix product at every
+    voxel (2.1 vs 2.7 ms for 73 x 74 x 95 points on 2 threads), in the dtype asked for.
 
     Args:
         theta: ``(ndim, ndim + 1)`` map from normalised output coordinates (``x`` along the last
