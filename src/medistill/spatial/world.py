@@ -176,7 +176,7 @@ def resample_disp_between_grids(
     separable = separable_weights(
         dst_to_src[:nd], tuple(int(s) for s in dst_shape), tuple(disp.shape[2:]), padding="border"
     )
-    if separable is not None:  # no obliquity between the grids: exact and several times faster
+    if separable is not None:  # no obliquity between the grids: exact, 1.7x faster at 64^3
         sampled = _resample_separable(disp, *separable[:2])
     else:
         grid = affine_sampling_grid(
