@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["affine_grid", "affine_linear", "grid_sample"]
+__all__ = ["affine_grid", "affine_linear", "grid_sample", "voxel_map_grid"]
 
 
 def grid_sample(
@@ -79,20 +79,12 @@ def affine_linear(
     Returns:
         ``dst_shape`` float32 values.
     """
-    nd = volume.dim()
-    m = voxel_map.to(torch.float64)
-    h_dst = (torch.tensor(dst_shape, dtype=torch.float64) - 1) / 2
-    h_src = (torch.tensor(volume.shape, dtype=torch.float64) - 1) / 2
-    # normalised coordinates (align_corners=True): n = v / h - 1 on both grids
-    lin = m[:, :nd] * h_dst[None, :] / h_src[:, None]
-    off = (m[:, :nd] @ h_dst + m[:, nd]) / h_src - 1.0
-    rev = list(range(nd - 1, -1, -1))  # grid_sample's component order: last axis first
-    theta = torch.cat([lin[rev][:, rev], off[rev, None]], dim=1)
-    grid = affine_grid(theta, dst_shape, torch.float32)
+    grid = voxel_map_grid(voxel_map, dst_shape, tuple(volume.shape), torch.float32)
     out = grid_sample(volume[None, None], grid, mode="bilinear", padding_mode="zeros")[0, 0]
-    limit = 1 + 1e-5 / h_src.min().item()  # 1e-5 voxel: float32 rounding of the coordinates
-    outside = grid[0, ..., 0].abs() > limit  # one component at a time: no reduction over 3
-    for c in range(1, nd):
+    # 1e-5 voxel: float32 rounding of the coordinates; one component at a time (no reduction)
+    limit = 1 + 1e-5 / ((min(volume.shape) - 1) / 2)
+    outside = grid[0, ..., 0].abs() > limit
+    for c in range(1, volume.dim()):
         outside |= grid[0, ..., c].abs() > limit
     return out.masked_fill_(outside, cval)
 
@@ -123,3 +115,36 @@ def affine_grid(theta: Tensor, size: tuple[int, ...], dtype: torch.dtype | None 
         shape[axis] = n
         grid = grid + base.view(*shape, 1) * theta[:, c]
     return grid.expand(*size, nd).contiguous()[None]
+
+
+def voxel_map_grid(
+    voxel_map: Tensor,
+    dst_shape: tuple[int, ...],
+    src_shape: tuple[int, ...],
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """The ``grid_sample`` grid (``align_corners=True``) that samples a source grid of
+    ``src_shape`` at ``voxel_map @ [y, 1]`` for every destination voxel ``y``.
+
+    Args:
+        voxel_map: ``(ndim, ndim + 1)`` map from destination voxel indices to source voxel
+            indices (component ``k`` along spatial axis ``k``; float64 recommended).
+        dst_shape, src_shape: spatial sizes (``ndim`` entries each).
+        dtype: of the grid.
+
+    Returns:
+        ``(1, *dst_shape, ndim)`` normalised coordinates in reversed component order.
+    """
+    nd = len(dst_shape)
+    m = voxel_map.to(torch.float64)
+    # (size - 1) / 2 per axis (a size-1 axis: 0.5, so that its only voxel maps to 0 and back)
+    h_dst = torch.tensor([max(int(n) - 1, 1) / 2.0 for n in dst_shape], dtype=torch.float64)
+    h_src = torch.tensor([max(int(n) - 1, 1) / 2.0 for n in src_shape], dtype=torch.float64)
+    # affine_grid's base coordinate n of a destination voxel v: v = h (n + 1), except on a
+    # size-1 axis, where its only voxel (v = 0) gets n = 0; source: n = v / h - 1.
+    centre = torch.where(torch.tensor(dst_shape) > 1, h_dst, torch.zeros_like(h_dst))
+    lin = m[:, :nd] * h_dst[None, :] / h_src[:, None]
+    off = (m[:, :nd] @ centre + m[:, nd]) / h_src - 1.0
+    rev = list(range(nd - 1, -1, -1))  # grid_sample's component order: last axis first
+    theta = torch.cat([lin[rev][:, rev], off[rev, None]], dim=1)
+    return affine_grid(theta, tuple(int(n) for n in dst_shape), dtype)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from medistill.errors import InputError
-from medistill.kernels import affine_grid
+from medistill.kernels import voxel_map_grid
 
 __all__ = ["identity_grid", "normalized_identity", "normalized_to_voxel", "voxel_to_normalized"]
 
@@ -154,7 +154,7 @@ def affine_sampling_grid(
 ) -> Tensor:
     """The ``grid_sample`` grid (``align_corners=True``) that samples a source grid at
     ``voxel_map @ [y, 1]`` for every destination voxel ``y``, built by
-    :func:`torch.nn.functional.affine_grid` (no coordinate volume in voxel units, no flips).
+    :func:`medistill.kernels.voxel_map_grid` (no coordinate volume in voxel units, no flips).
 
     Args:
         voxel_map: ``(ndim + 1, ndim + 1)`` (or ``(ndim, ndim + 1)``) affine from destination
@@ -179,16 +179,5 @@ def affine_sampling_grid(
         raise InputError(
             f"affine_sampling_grid(): 'voxel_map' must be ({nd}+1, {nd}+1), got {tuple(m.shape)}"
         )
-    like = torch.zeros((), dtype=torch.float64)
-    h_dst, h_src = _half_extent(dst, like), _half_extent(src, like)
-    # affine_grid's base coordinate n of a destination voxel v: v = h (n + 1), except on a
-    # size-1 axis, where its only voxel (v = 0) gets n = 0; source: n = v / h - 1.
-    centre = torch.tensor(
-        [h if s > 1 else 0.0 for h, s in zip(h_dst.tolist(), dst, strict=True)], dtype=like.dtype
-    )
-    lin = m[:, :nd] * h_dst[None, :] / h_src[:, None]
-    off = (m[:, :nd] @ centre + m[:, nd]) / h_src - 1.0
-    rev = list(range(nd - 1, -1, -1))  # grid_sample's component order: last axis first
-    theta = torch.cat([lin[rev][:, rev], off[rev, None]], dim=1)
     # float32 unless asked otherwise: ~1e-7 of the half extent, far below grid_sample's own
-    return affine_grid(theta, tuple(dst), dtype or torch.float32).to(device=device)
+    return voxel_map_grid(m, tuple(dst), tuple(src), dtype or torch.float32).to(device=device)
