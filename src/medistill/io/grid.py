@@ -18,6 +18,12 @@ from medistill.io.image import Image
 log = logging.getLogger(__name__)
 
 
+def content_threshold(p1: float, p99: float) -> float:
+    """The intensity above which a voxel counts as content: 5 % of the way from the 1st to the
+    99th percentile (background of MRI at 0 and of CT at -1000 HU are both excluded)."""
+    return p1 + 0.05 * (p99 - p1)
+
+
 def content_box(image: Image, threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Index bounding box ``(lo, hi)`` (inclusive) of the voxels above ``threshold``.
 
@@ -30,8 +36,7 @@ def content_box(image: Image, threshold: float | None = None) -> tuple[np.ndarra
         if image.is_label:
             threshold = 0
         else:
-            p1, p99 = np.percentile(data, [1, 99])
-            threshold = p1 + 0.05 * (p99 - p1)
+            threshold = content_threshold(*np.percentile(data, [1, 99]))
     mask = data > threshold
     if not mask.any():
         return np.zeros(image.ndim, int), np.asarray(image.shape) - 1

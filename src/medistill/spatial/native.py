@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from medistill.errors import InputError
-from medistill.io import Grid, Image, WorkingGrid, save, save_nifti
+from medistill.io import Grid, Image, WorkingGrid, content_threshold, save, save_nifti
 from medistill.spatial.field import Field
 from medistill.spatial.grid import voxel_to_normalized
 from medistill.spatial.jacobian import jacobian_det
@@ -44,7 +44,6 @@ __all__ = [
     "WorkingPair",
     "centre_of_mass_mm",
     "check_outputs",
-    "content_threshold",
     "finish_registration",
     "moving_coordinates",
     "normalise",
@@ -223,7 +222,7 @@ def centre_of_mass_mm(image: Image, *, bounds: tuple[float, float] | None = None
     ``bounds``: the 1st and 99th percentiles when the caller has them already."""
     data = np.asarray(image.data, dtype=np.float32)
     lo, hi = robust_percentiles(data, [1, 99]) if bounds is None else bounds
-    weights = np.clip(np.minimum(data, hi) - (lo + 0.05 * (hi - lo)), 0, None)
+    weights = np.clip(np.minimum(data, hi) - content_threshold(lo, hi), 0, None)
     total = float(weights.sum(dtype=np.float64))
     if total <= 0:
         weights, total = np.ones_like(data), float(data.size)
@@ -240,12 +239,6 @@ def centre_of_mass_mm(image: Image, *, bounds: tuple[float, float] | None = None
         ]
     )
     return image.index_to_world(com[None])[0]
-
-
-def content_threshold(percentiles: np.ndarray) -> float:
-    """The content threshold of :func:`medistill.io.grid.content_box` (5 % of the way from the
-    1st to the 99th percentile) from :data:`RANGE_PERCENTILES` values."""
-    return float(percentiles[1] + 0.05 * (percentiles[2] - percentiles[1]))
 
 
 def moving_coordinates(fixed: Image, moving: Image, disp_voxel: np.ndarray) -> np.ndarray:
@@ -504,7 +497,8 @@ def register_images(
             )
     t0 = time.perf_counter()
     fp = robust_percentiles(fixed.data, RANGE_PERCENTILES)
-    grid = WorkingGrid.around(fixed, shape, margin=margin, threshold=content_threshold(fp))
+    threshold = content_threshold(fp[1], fp[2])  # the 1st and 99th of RANGE_PERCENTILES
+    grid = WorkingGrid.around(fixed, shape, margin=margin, threshold=threshold)
     pair = prepare_pair(fixed, moving, grid, initial=initial, fixed_percentiles=fp)
     t1 = time.perf_counter()
     if isinstance(model, torch.nn.Module):
