@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["affine_grid", "affine_linear", "grid_sample", "voxel_map_grid"]
+__all__ = ["affine_grid", "affine_linear", "contract_axes", "grid_sample", "voxel_map_grid"]
 
 
 def grid_sample(
@@ -148,3 +148,23 @@ def voxel_map_grid(
     rev = list(range(nd - 1, -1, -1))  # grid_sample's component order: last axis first
     theta = torch.cat([lin[rev][:, rev], off[rev, None]], dim=1)
     return affine_grid(theta, tuple(int(n) for n in dst_shape), dtype)
+
+
+def contract_axes(values: Tensor, perm: list[int], weights: list[Tensor]) -> Tensor:
+    """Separable linear resampling: the last ``ndim`` axes of ``values`` contracted with one
+    ``(dst size, src size)`` interpolation matrix each.
+
+    Args:
+        values: ``(*lead, *S_src)`` values (any leading axes).
+        perm: for each source axis ``i`` the destination axis it becomes.
+        weights: ``weights[i]`` the matrix of source axis ``i`` (dtype and device of ``values``).
+
+    Returns:
+        ``(*lead, *S_dst)`` values, the destination axes in their order.
+    """
+    lead = values.dim() - len(perm)
+    out = values
+    for w in weights:  # contract the leading source axis; its destination axis goes last
+        out = torch.tensordot(out, w, dims=([lead], [1]))
+    order = sorted(range(len(perm)), key=lambda i: perm[i])  # source axis of each destination
+    return out.permute(*range(lead), *[lead + k for k in order]).contiguous()

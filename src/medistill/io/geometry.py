@@ -177,11 +177,13 @@ def separable_linear(
     found = separable_weights(voxel_map, tuple(dst_shape), data.shape, padding="constant")
     if found is None:
         raise InputError("separable_linear(): the voxel map is not axis-aligned")
+    import torch
+
+    from medistill.kernels import contract_axes
+
     perm, weights, inside = found
-    out = np.asarray(data, dtype=np.float32)
-    for w in weights:  # contract the leading source axis; its destination axis goes last
-        out = np.tensordot(out, w, axes=([0], [1]))
-    out = np.ascontiguousarray(np.transpose(out, np.argsort(perm)))
+    values = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+    out = contract_axes(values, perm, [torch.from_numpy(w) for w in weights]).numpy()
     if cval != 0.0:
         nd = len(perm)
         covered = np.ones(out.shape, dtype=bool)

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from medistill.errors import InputError
 from medistill.io.geometry import separable_weights
-from medistill.kernels import grid_sample
+from medistill.kernels import contract_axes, grid_sample
 from medistill.spatial._checks import check_field
 from medistill.spatial.grid import affine_sampling_grid
 
@@ -126,17 +126,6 @@ def lps_to_ras(disp_mm: Tensor | np.ndarray, dim: int = 1) -> Tensor | np.ndarra
     return _flip_xy("lps_to_ras", disp_mm, dim)
 
 
-def _resample_separable(values: Tensor, perm: list[int], weights: list[np.ndarray]) -> Tensor:
-    """``(B, C, *S_src)`` values contracted with one interpolation matrix per source axis
-    (:func:`~medistill.io.geometry.separable_weights`) -> ``(B, C, *S_dst)``."""
-    out = values
-    for w in weights:  # contract the leading source axis; its destination axis goes last
-        mat = torch.as_tensor(w, device=values.device).to(values.dtype)
-        out = torch.tensordot(out, mat, dims=([2], [1]))
-    order = [int(k) for k in np.argsort(perm)]
-    return out.permute(0, 1, *[2 + k for k in order]).contiguous()
-
-
 def resample_disp_between_grids(
     disp: Tensor,
     src_affine: np.ndarray | Tensor,
@@ -177,7 +166,9 @@ def resample_disp_between_grids(
         dst_to_src[:nd], tuple(int(s) for s in dst_shape), tuple(disp.shape[2:]), padding="border"
     )
     if separable is not None:  # no obliquity between the grids: exact, 1.7x faster at 64^3
-        sampled = _resample_separable(disp, *separable[:2])
+        perm, weights = separable[:2]
+        mats = [torch.as_tensor(w, device=disp.device).to(disp.dtype) for w in weights]
+        sampled = contract_axes(disp, perm, mats)
     else:
         grid = affine_sampling_grid(
             dst_to_src, dst_shape, disp.shape[2:], dtype=disp.dtype, device=disp.device
