@@ -131,7 +131,7 @@ class Registration:
             written.append(out / f"{name}{suffix}")
             return written[-1]
 
-        if "warped" in chosen and self.warped is not None:
+        if "warped" in chosen:
             save(self.warped, target("warped"))
         if "warped_labels" in chosen and self.warped_labels is not None:
             save(self.warped_labels, target("warped_labels"))
@@ -143,7 +143,7 @@ class Registration:
         if "disp_mm" in chosen:
             itk = itk_displacement_nifti(self.disp_voxel.astype(np.float32), aff)
             save_nifti(np.asarray(itk.dataobj), aff, target("disp_mm"), intent=1007)
-        if "jacobian" in chosen and self.jacobian is not None:
+        if "jacobian" in chosen:
             save_nifti(self.jacobian.astype(np.float32), aff, target("jacobian"))
         return written
 
