@@ -24,8 +24,9 @@ def grid_sample(
     output's first spatial axis is cut into ``k`` slabs (the grid padded to a multiple of
     ``k``) that are sampled as a batch of ``k`` from the same (expanded, not copied) image:
     the values are exactly those of one call, and so are the gradients (the image's up
-    to the float rounding of summing the slabs' contributions). Measured on 2 threads: 3-D
-    forward 2-2.5x, forward and backward 3x faster.
+    to the float rounding of summing the slabs' contributions). On 2 threads, 3-D, 3 channels
+    (``benchmarks/kernels_ab.py``): forward 1.5x, forward and backward 1.9x faster. Not while
+    tracing or exporting to ONNX (the graph would fix the thread count).
 
     Args:
         image: ``(B, C, *S)`` input, ``S`` of 2 or 3 axes.
