@@ -6,7 +6,10 @@ The pairs are the held-out brain pairs of ``benchmarks/optimise_heldout.py`` (``
 ``DATA/random``: 2 mm, about 71 x 76 x 101 voxels, 40 distinct ordered pairs), repeated in order
 until there are ``--pairs`` rows (a repeated pair gets its own output folder). Each setting runs
 into a fresh output folder. The command's own "s per pair" (registration in process, no file
-I/O) is reported next to the wall time.
+I/O) is reported next to the wall time; with several ``--workers`` (the default on a CPU with 2
+or more threads: one process per thread) it is each worker's time per pair on its share of
+the threads, so it exceeds the wall time per pair. The last two settings run in one process
+with every thread (``--workers 1``), the code path before workers existed.
 
 Usage (from the repository root; run it on an idle machine):
 
@@ -34,7 +37,11 @@ SETTINGS = {
     "all outputs, .nii": ["--no-compress"],
     "warped, warped_labels, disp_mm, .nii.gz": ["--outputs", "warped,warped_labels,disp_mm"],
     "warped_labels, .nii.gz": ["--outputs", "warped_labels"],
-}
+    "all outputs, .nii.gz, one process (--workers 1)": ["--workers", "1"],
+    "warped_labels, .nii.gz, one process (--workers 1)": [
+        "--outputs", "warped_labels", "--workers", "1",
+    ],
+}  # fmt: skip
 
 
 def cohort_csv(data: Path, n: int, path: Path) -> None:

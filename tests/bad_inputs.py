@@ -715,6 +715,11 @@ def case_register_negative_refine(d: Path, i: Path) -> list[str]:
     return _reg(d, i, refine="-3")
 
 
+@case("option", expect="--workers")
+def case_register_negative_workers(d: Path, i: Path) -> list[str]:
+    return _reg(d, i, workers="-2")
+
+
 @case("option", expect="--engine")
 def case_register_bad_engine(d: Path, i: Path) -> list[str]:
     return _reg(d, i, engine="tensorrt")

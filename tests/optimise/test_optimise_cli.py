@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import nibabel as nib
 import numpy as np
@@ -313,6 +314,56 @@ def test_cohort_reports_and_skips_a_row_with_a_missing_file(brains, tmp_path, ca
     assert "1 of 3 pair(s) failed" in lines[1]
     assert "registered 2 pair(s)" in stdout  # the rows after the bad one were done too
     assert sorted(p.name for p in out.iterdir()) == ["fixed__moving", "moving__fixed"]
+
+
+def test_cohort_workers_give_the_pairs_of_one_process_and_report_a_bad_row(
+    brains, tmp_path, capsys
+):
+    pairs = tmp_path / "pairs.csv"
+    with open(pairs, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["fixed", "moving", "moving_labels"])
+        w.writerow(
+            [brains / "fixed.nii.gz", brains / "moving.nii.gz", brains / "moving_seg.nii.gz"]
+        )
+        w.writerow([brains / "fixed.nii.gz", tmp_path / "absent.nii.gz", ""])
+        w.writerow([brains / "moving.nii.gz", brains / "fixed.nii.gz", brains / "fixed_seg.nii.gz"])
+    # the built-in network: deterministic to float rounding whatever the thread count (the
+    # optimiser's Adam steps would amplify the rounding)
+    args = ["register", "--pairs", pairs, "--outputs", "warped_labels,disp_voxel"]
+    code, stdout, err = cli(capsys, *args, "--out", tmp_path / "two", "--workers", "2")
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and "fixed__absent" in lines[0] and "absent.nii.gz" in lines[0]
+    assert "1 of 3 pair(s) failed" in lines[1]
+    assert "registered 2 pair(s)" in stdout and "(2 workers)" in stdout
+    names = ["fixed__moving", "moving__fixed"]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == names  # no partial folder
+    code, _, _ = cli(capsys, *args, "--out", tmp_path / "one", "--workers", "1")
+    assert code == 2
+    for name in names:
+        for output, tol in (("disp_voxel", 1e-3), ("warped_labels", 0.0)):
+            a = nib.load(tmp_path / "one" / name / f"{output}.nii.gz").get_fdata()
+            b = nib.load(tmp_path / "two" / name / f"{output}.nii.gz").get_fdata()
+            if tol:
+                assert np.abs(a - b).max() < tol  # same pair, another thread count
+            else:
+                assert (a != b).mean() < 1e-3
+    shutil.rmtree(tmp_path / "two" / "moving__fixed")  # as if killed during that pair
+    code, stdout, _ = cli(capsys, *args, "--out", tmp_path / "two", "--workers", "2")
+    assert code == 2 and "registered 1 pair(s)" in stdout and "1 already done" in stdout
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == names
+
+
+def test_workers_option_and_its_automatic_choice(brains, tmp_path, capsys):
+    from medistill.cli.register import auto_workers
+
+    assert auto_workers(7, 2) == 1 and auto_workers(8, 2) == 2 and auto_workers(100, 16) == 4
+    assert auto_workers(100, 1) == 1
+    code, _, err = cli(capsys, "register", "--pairs", brains / "pairs.csv", "--out",
+                       tmp_path / "never", "--workers", "-1")  # fmt: skip
+    assert code == 2 and "--workers" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "never").exists()
 
 
 def test_outputs_choose_the_files_and_no_compress_writes_nii(brains, tmp_path, capsys):

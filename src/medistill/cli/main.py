@@ -63,11 +63,16 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+def configure_logging() -> None:
+    """Log records as ``medistill: LEVEL: message`` lines on stderr (INFO and above)."""
     logging.basicConfig(
         level=logging.INFO, format="medistill: %(levelname)s: %(message)s", stream=sys.stderr
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    configure_logging()
     command = typer.main.get_command(app)
     try:
         # standalone mode: usage errors print their message and raise SystemExit(2)

@@ -71,11 +71,18 @@ def register(
         bool,
         typer.Option(help="Write .nii.gz; --no-compress writes .nii (larger, much faster)."),
     ] = True,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Cohort: processes that register pairs side by side, the CPU threads shared "
+            "among them; 0 (default): one per thread (at most 4) for 8 or more pairs, else 1."
+        ),
+    ] = 0,
 ) -> None:
     """Register MOVING to FIXED (outputs on the fixed image's grid and affine), or a cohort:
     every pair of --pairs, or every --images image to --atlas, one sub-folder per pair; the model
-    is loaded once, finished pairs are skipped (rerun to resume), and under torchrun each
-    process takes its share of the pairs."""
+    is loaded once, finished pairs are skipped (rerun to resume), pairs are shared by
+    --workers processes, and under torchrun each process takes its share of the pairs."""
     from medistill.cli._methods import check_method, network_registrar, optimiser_registrar
     from medistill.io.validate import check_output_folder
     from medistill.spatial.native import check_outputs
@@ -97,6 +104,8 @@ def register(
     if engine != "torch" and method == "optimise":
         raise InputError("--engine applies to --method network")
     out = check_output_folder(out)
+    if workers < 0:
+        raise InputError(f"--workers must be >= 0 (0: automatic), got {workers}")
     if initial not in ("com", "none"):
         raise InputError(f"--initial must be 'com' or 'none', got {initial!r}")
     if fixed_labels is not None and method != "optimise":
@@ -116,7 +125,11 @@ def register(
         what = "optimisation" if method == "optimise" else "network"
         typer.echo(f"{what} {reg.seconds_network:.3f} s, total {reg.seconds_total:.3f} s")
         return
-    _register_cohort(registrar, jobs, ndim, initial, out, progress, chosen, compress)
+    spec = {"method": method, "model": model, "refine": refine, "config": config,
+            "set_": set_, "engine": engine}  # fmt: skip
+    _register_cohort(
+        registrar, jobs, ndim, initial, out, progress, chosen, compress, workers=workers, spec=spec
+    )
 
 
 def _jobs(fixed, moving, moving_labels, fixed_labels, pairs, atlas, images) -> list[dict]:
@@ -228,40 +241,59 @@ def _register_cohort(
     progress: bool,
     outputs: tuple[str, ...],
     compress: bool,
+    *,
+    workers: int = 1,
+    spec: dict | None = None,
 ):
     """Each pair into ``out/NAME`` (written to a temporary folder, then renamed: a folder that
     exists is a finished pair and is skipped); this process's share under torchrun.
 
-    A pair whose input is unusable (missing or unreadable file, wrong dimensionality...) is
-    reported on its own line and skipped; the others are done, and the command then fails with
-    the count.
+    With more than one worker (``workers``, 0 = :func:`auto_workers`; ``spec``: the keyword
+    arguments of :func:`_build_registrar` that rebuild ``registrar`` in each worker), this
+    process and ``workers - 1`` spawned ones share the pairs and the CPU threads: on a CPU this
+    beats one process with every thread, because reading, writing and much of the native-grid
+    work run on one thread. A pair whose input is unusable (missing or unreadable file, wrong
+    dimensionality...) is reported on its own line and skipped; the others are done, and the
+    command then fails with the count.
     """
+    import torch
+
     from medistill.train import rank, world_size
 
     mine = jobs[rank() :: world_size()]
     todo = [j for j in mine if not (out / j["name"]).is_dir()]
     out.mkdir(parents=True, exist_ok=True)
-    iterator = todo
+    threads = torch.get_num_threads()
+    if workers == 0:
+        workers = auto_workers(len(todo), threads) if world_size() == 1 else 1
+    workers = max(1, min(workers, len(todo)))
+    seconds: list[float] = []
+    failed: list[str] = []
+    args = (ndim, initial, out, outputs, compress)
+    bar = None
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(todo, desc="register", unit="pair")
-    seconds: list[float] = []
-    failed: list[str] = []
+        bar = tqdm(total=len(todo), desc="register", unit="pair")
     cache: dict = {}
-    for job in iterator:
+    if workers == 1 or spec is None:
+        results = (_pair_task(registrar, job, *args, cache=cache) for job in todo)
+        _collect(results, seconds, failed, bar)
+    else:
+        per_worker = max(1, threads // workers)
+        torch.set_num_threads(per_worker)  # this process is one of the workers
         try:
-            reg = _register_one(registrar, job, ndim, initial, outputs, cache)
-        except InputError as err:
-            failed.append(job["name"])
-            typer.echo(f"medistill: error: pair {job['name']}: {err}", err=True)
-            continue
-        _save_pair(reg, out, job["name"], outputs, compress)
-        seconds.append(reg.seconds_total)
+            results = _with_workers(registrar, todo, args, cache, spec, workers - 1, per_worker)
+            _collect(results, seconds, failed, bar)
+        finally:
+            torch.set_num_threads(threads)
+    if bar is not None:
+        bar.close()
     done = len(mine) - len(todo)
     mean = f", {sum(seconds) / len(seconds):.3f} s per pair" if seconds else ""
     typer.echo(
         f"registered {len(seconds)} pair(s) into {out}{mean}; {done} already done"
+        + (f" ({workers} workers)" if workers > 1 else "")
         + (f" (process {rank()} of {world_size()})" if world_size() > 1 else "")
     )
     if failed:
@@ -269,6 +301,101 @@ def _register_cohort(
             f"{len(failed)} of {len(todo)} pair(s) failed (reported above; rerun after fixing "
             "them: finished pairs are skipped)"
         )
+
+
+def auto_workers(pairs: int, threads: int) -> int:
+    """Processes for ``--workers 0``: one per CPU thread, at most 4, when there are at least 8
+    ``pairs`` to register; else 1 (the spawn and the model load of each worker would not pay)."""
+    return max(1, min(4, threads)) if pairs >= 8 else 1
+
+
+def _with_workers(registrar, todo: list[dict], args: tuple, cache: dict, spec: dict,
+                  extra: int, threads: int):  # fmt: skip
+    """Results of ``todo`` registered by this process and ``extra`` spawned ones (``threads``
+    each), in the order they finish. This process starts at once; a spawned worker gets pairs
+    once it has imported and loaded the model, then keeps up to two waiting for it, and this
+    process takes the next pair whenever they have."""
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
+    pool = ProcessPoolExecutor(
+        extra, mp_context=context, initializer=_worker_init, initargs=(spec, threads)
+    )
+    pending = deque(todo)
+    running: set = set()
+    ready = [pool.submit(_worker_ready) for _ in range(extra)]  # done once a worker is up
+    try:
+        while pending or running:
+            up = sum(f.done() for f in ready)
+            while pending and len(running) < 2 * up:
+                running.add(pool.submit(_worker_pair, pending.popleft(), *args))
+            if pending:
+                yield _pair_task(registrar, pending.popleft(), *args, cache=cache)
+                finished = {f for f in running if f.done()}
+            else:
+                finished = wait(running, return_when=FIRST_COMPLETED).done
+            for future in finished:
+                running.discard(future)
+                yield future.result()
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)  # the running pairs end, no new ones
+        raise
+    pool.shutdown()
+
+
+def _collect(results, seconds: list[float], failed: list[str], bar) -> None:
+    """Gather ``(name, seconds, error)`` results: report errors on stderr as they come."""
+    for name, took, error in results:
+        if error is None:
+            seconds.append(took)
+        else:
+            failed.append(name)
+            typer.echo(f"medistill: error: pair {name}: {error}", err=True)
+        if bar is not None:
+            bar.update(1)
+
+
+def _pair_task(registrar, job: dict, ndim, initial, out, outputs, compress, cache=None):
+    """Register and save one pair: ``(name, seconds, None)``, or ``(name, None, message)``."""
+    try:
+        reg = _register_one(registrar, job, ndim, initial, outputs, cache)
+    except InputError as err:
+        return job["name"], None, str(err)
+    _save_pair(reg, out, job["name"], outputs, compress)
+    return job["name"], reg.seconds_total, None
+
+
+def _build_registrar(method, model, refine, config, set_, engine):
+    """The registrar of ``register``'s options (in a worker process)."""
+    from medistill.cli._methods import network_registrar, optimiser_registrar
+
+    if method == "optimise":
+        return optimiser_registrar(config, set_)[0]
+    return network_registrar(model, refine, config, set_, engine=engine)[0]
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(spec: dict, threads: int) -> None:
+    """A worker process: ``threads`` CPU threads, its own registrar and fixed-image cache."""
+    import torch
+
+    from medistill.cli.main import configure_logging
+
+    configure_logging()
+    torch.set_num_threads(threads)
+    _WORKER.update(registrar=_build_registrar(**spec), cache={})
+
+
+def _worker_ready() -> bool:
+    return True
+
+
+def _worker_pair(job: dict, *args):
+    return _pair_task(_WORKER["registrar"], job, *args, cache=_WORKER["cache"])
 
 
 def _save_pair(reg, out: Path, name: str, outputs: tuple[str, ...], compress: bool) -> None:
