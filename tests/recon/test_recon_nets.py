@@ -116,31 +116,6 @@ def test_attention_features_are_the_relu_outputs_of_the_paired_conv():
     assert len(student.features) == 5 and all(f.min() >= 0 for f in student.features)
 
 
-def test_conv_block_runs_channels_last_with_the_plain_convolution_values():
-    torch.manual_seed(0)
-    block = ConvBlock(4, 8, 2)
-    # a checkpoint written with contiguous weights loads into channels-last parameters
-    plain = {k: v.contiguous() for k, v in block.state_dict().items()}
-    block.load_state_dict(plain)
-    assert all(
-        c.weight.is_contiguous(memory_format=torch.channels_last) for c in block.convs
-    )
-    x = torch.rand(2, 1, 12, 10)
-    out, feature = block(x)
-    ref = x
-    for i, conv in enumerate(block.convs):
-        ref = F.conv2d(ref.contiguous(), conv.weight.contiguous(), conv.bias, padding=1)
-        if i < 3:
-            ref = F.relu(ref)
-        if i == 1:
-            ref_feature = ref
-    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(feature, ref_feature, atol=1e-5, rtol=1e-5)
-    assert feature.is_contiguous(memory_format=torch.channels_last)
-    out.sum().backward()  # gradients flow through the channels-last path
-    assert all(c.weight.grad is not None and c.weight.grad.abs().sum() > 0 for c in block.convs)
-
-
 def test_vdsr_global_residual_and_feature():
     torch.manual_seed(0)
     net = VDSR(7)

@@ -110,14 +110,10 @@ class ConvBlock(nn.Module):
         self.convs = nn.ModuleList(
             nn.Conv2d(widths[i], widths[i + 1], kernel_size=3, padding=1) for i in range(convs)
         )
-        # channels-last weights and activations: oneDNN's NHWC kernels are 1.3-15x faster on the
-        # CPU for these thin layers (1 -> C and C -> 1 most of all); same values to float rounding
-        self.convs.to(memory_format=torch.channels_last)
         self.attention_layer = int(attention_layer)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(B, in, H, W)`` -> (output ``(B, out, H, W)``, feature ``(B, C, H, W)``)."""
-        x = x.contiguous(memory_format=torch.channels_last)
         feature = x
         last = len(self.convs) - 1
         for i, conv in enumerate(self.convs):

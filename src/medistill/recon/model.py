@@ -204,11 +204,9 @@ class ReconModel:
 
 def load_model(path: PathLike) -> ReconModel:
     """A reconstruction / SR network from a checkpoint, in eval mode on the CPU, its weights in
-    the channels-last memory format (as :class:`~medistill.recon.dccnn.ConvBlock` builds them;
-    also for a network whose weights were made contiguous): oneDNN then runs the convolutions
-    without layout reorders (DC-CNN teacher 2.0-2.6x, student 1.3-2.4x faster at 256x256 on 2
-    threads, docs/RESULTS.md; outputs equal to 1e-4). Inputs and outputs keep their
-    ``(B, 1, H, W)`` shapes.
+    the channels-last memory format: oneDNN then runs the convolutions without layout reorders
+    (DC-CNN teacher 2.0-2.6x, student 1.3-2.4x faster at 256x256 on 2 threads, docs/RESULTS.md;
+    outputs equal to 1e-4). Inputs and outputs keep their ``(B, 1, H, W)`` shapes.
 
     Raises:
         InputError: missing, corrupt or foreign file, another task's checkpoint, or weights that
