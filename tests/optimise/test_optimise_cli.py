@@ -317,7 +317,7 @@ def test_cohort_reports_and_skips_a_row_with_a_missing_file(brains, tmp_path, ca
 
 
 def test_cohort_workers_give_the_pairs_of_one_process_and_report_a_bad_row(
-    brains, tmp_path, capsys
+    brains, tmp_path, capsys, monkeypatch
 ):
     pairs = tmp_path / "pairs.csv"
     with open(pairs, "w", newline="") as fh:
@@ -331,6 +331,9 @@ def test_cohort_workers_give_the_pairs_of_one_process_and_report_a_bad_row(
     # the built-in network: deterministic to float rounding whatever the thread count (the
     # optimiser's Adam steps would amplify the rounding)
     args = ["register", "--pairs", pairs, "--outputs", "warped_labels,disp_voxel"]
+    import medistill.cli.register as reg
+
+    monkeypatch.setattr(reg, "_MAIN_TAKES_PAIRS", False)  # every pair goes to the spawned one
     code, stdout, err = cli(capsys, *args, "--out", tmp_path / "two", "--workers", "2")
     assert code == 2
     lines = err.strip().splitlines()
@@ -355,11 +358,38 @@ def test_cohort_workers_give_the_pairs_of_one_process_and_report_a_bad_row(
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == names
 
 
+def test_cohort_pairs_run_here_when_the_worker_cannot_start(brains, tmp_path, caplog):
+    import medistill.cli.register as reg
+    from medistill.cli._methods import network_registrar
+
+    registrar, ndim, _, _ = network_registrar(None, 0, None, None)
+    jobs = [
+        {"fixed": brains / a, "moving": brains / b, "fixed_labels": None,
+         "moving_labels": brains / lab, "name": name}
+        for a, b, lab, name in (
+            ("fixed.nii.gz", "moving.nii.gz", "moving_seg.nii.gz", "p1"),
+            ("moving.nii.gz", "fixed.nii.gz", "fixed_seg.nii.gz", "p2"),
+        )
+    ]  # fmt: skip
+    # the worker's model does not exist: it fails to start, and this process does every pair
+    # even though it was told to leave them to the workers
+    bad = {"method": "network", "model": tmp_path / "absent.pt", "refine": 0, "config": None,
+           "set_": None, "engine": "torch"}  # fmt: skip
+    reg._MAIN_TAKES_PAIRS = False
+    try:
+        reg._register_cohort(registrar, jobs, ndim, "com", tmp_path / "out", False,
+                             ("warped_labels",), True, workers=2, spec=bad)  # fmt: skip
+    finally:
+        reg._MAIN_TAKES_PAIRS = True
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p1", "p2"]
+    assert "worker process failed" in caplog.text
+
+
 def test_workers_option_and_its_automatic_choice(brains, tmp_path, capsys):
     from medistill.cli.register import auto_workers
 
     assert auto_workers(7, 2) == 1 and auto_workers(8, 2) == 2 and auto_workers(100, 16) == 4
-    assert auto_workers(100, 1) == 1
+    assert auto_workers(100, 1) == 1 and auto_workers(100, 16, gpu=True) == 1
     code, _, err = cli(capsys, "register", "--pairs", brains / "pairs.csv", "--out",
                        tmp_path / "never", "--workers", "-1")  # fmt: skip
     assert code == 2 and "--workers" in err and len(err.strip().splitlines()) == 1

@@ -75,7 +75,8 @@ def register(
         int,
         typer.Option(
             help="Cohort: processes that register pairs side by side, the CPU threads shared "
-            "among them; 0 (default): one per thread (at most 4) for 8 or more pairs, else 1."
+            "among them (memory grows with each); 0 (default): one per thread (at most 4) for "
+            "8 or more pairs, 1 with a GPU or under torchrun."
         ),
     ] = 0,
 ) -> None:
@@ -265,7 +266,8 @@ def _register_cohort(
     out.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
     if workers == 0:
-        workers = auto_workers(len(todo), threads) if world_size() == 1 else 1
+        gpu = torch.cuda.is_available()
+        workers = auto_workers(len(todo), threads, gpu) if world_size() == 1 else 1
     workers = max(1, min(workers, len(todo)))
     seconds: list[float] = []
     failed: list[str] = []
@@ -303,46 +305,106 @@ def _register_cohort(
         )
 
 
-def auto_workers(pairs: int, threads: int) -> int:
-    """Processes for ``--workers 0``: one per CPU thread, at most 4, when there are at least 8
-    ``pairs`` to register; else 1 (the spawn and the model load of each worker would not pay)."""
-    return max(1, min(4, threads)) if pairs >= 8 else 1
+def auto_workers(pairs: int, threads: int, gpu: bool = False) -> int:
+    """Processes for ``--workers 0``: one per CPU thread (``torch.get_num_threads()``), at most
+    4, when there are at least 8 ``pairs`` to register; else 1 (the spawn and the model load of
+    each worker would not pay). Always 1 with a ``gpu`` (the processes would share it)."""
+    return max(1, min(4, threads)) if pairs >= 8 and not gpu else 1
+
+
+# tests set this to False to send every pair to the spawned workers
+_MAIN_TAKES_PAIRS = True
 
 
 def _with_workers(registrar, todo: list[dict], args: tuple, cache: dict, spec: dict,
                   extra: int, threads: int):  # fmt: skip
     """Results of ``todo`` registered by this process and ``extra`` spawned ones (``threads``
-    each), in the order they finish. This process starts at once; a spawned worker gets pairs
-    once it has imported and loaded the model, then keeps up to two waiting for it, and this
-    process takes the next pair whenever they have."""
+    each), in the order they finish.
+
+    This process starts at once; the spawned workers get pairs once one of them has imported
+    torch and loaded the model, then keep up to two per worker waiting, and this process takes
+    the next pair whenever they have. Workers that are still starting when the last pair is
+    done are stopped rather than waited for. If the workers cannot start or one dies, the pairs
+    not yet done are registered here (a warning says so)."""
+    import logging
     import multiprocessing
     from collections import deque
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
-    context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
-    pool = ProcessPoolExecutor(
-        extra, mp_context=context, initializer=_worker_init, initargs=(spec, threads)
-    )
+    log = logging.getLogger(__name__)
+    out = args[2]
     pending = deque(todo)
-    running: set = set()
-    ready = [pool.submit(_worker_ready) for _ in range(extra)]  # done once a worker is up
+    before = set(multiprocessing.active_children())
+    try:
+        context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
+        pool = ProcessPoolExecutor(
+            extra, mp_context=context, initializer=_worker_init, initargs=(spec, threads)
+        )
+        ready = [pool.submit(_worker_ready) for _ in range(extra)]  # done once a worker is up
+    except (OSError, NotImplementedError, ImportError, BrokenProcessPool) as err:
+        log.warning("no worker processes (%s); every pair runs in this process", err)
+        yield from (_pair_task(registrar, job, *args, cache=cache) for job in pending)
+        return
+    running: dict = {}  # future -> its job
+    broken = False
+
+    def give_up(reason: object) -> None:
+        nonlocal broken
+        if not broken:
+            log.warning("a worker process failed (%s); the other pairs run in this process",
+                        reason)  # fmt: skip
+        broken = True
+
     try:
         while pending or running:
-            up = sum(f.done() for f in ready)
-            while pending and len(running) < 2 * up:
-                running.add(pool.submit(_worker_pair, pending.popleft(), *args))
-            if pending:
+            failed = [f for f in ready if f.done() and f.exception() is not None]
+            if failed:
+                give_up(failed[0].exception())
+            up = 0 if broken else sum(f.done() for f in ready)
+            while pending and len(running) < 2 * up and not broken:
+                job = pending.popleft()
+                try:
+                    running[pool.submit(_worker_pair, job, *args)] = job
+                except BrokenProcessPool as err:
+                    pending.appendleft(job)
+                    give_up(err)
+            if pending and (_MAIN_TAKES_PAIRS or broken):
                 yield _pair_task(registrar, pending.popleft(), *args, cache=cache)
-                finished = {f for f in running if f.done()}
-            else:
-                finished = wait(running, return_when=FIRST_COMPLETED).done
+                finished = [f for f in running if f.done()]
+            elif running:
+                finished = list(wait(running, return_when=FIRST_COMPLETED).done)
+            else:  # only when this process leaves the pairs to the workers: wait for one
+                wait(ready, return_when=FIRST_COMPLETED)
+                finished = []
             for future in finished:
-                running.discard(future)
-                yield future.result()
+                job = running.pop(future)
+                try:
+                    result = future.result()
+                except BrokenProcessPool as err:
+                    give_up(err)
+                    if not (out / job["name"]).is_dir():  # not finished before the failure
+                        pending.append(job)
+                    continue
+                yield result
     except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)  # the running pairs end, no new ones
+        _stop_workers(pool, before)
         raise
-    pool.shutdown()
+    if all(f.done() for f in ready):
+        pool.shutdown()
+    else:
+        _stop_workers(pool, before)
+
+
+def _stop_workers(pool, before: set) -> None:
+    """Cancel what has not started and end the pool's processes now (their pairs in flight
+    leave only a temporary folder, removed by the next run)."""
+    import multiprocessing
+
+    pool.shutdown(wait=False, cancel_futures=True)
+    for child in set(multiprocessing.active_children()) - before:
+        child.terminate()
+        child.join(timeout=10)
 
 
 def _collect(results, seconds: list[float], failed: list[str], bar) -> None:
@@ -381,16 +443,26 @@ _WORKER: dict = {}
 
 def _worker_init(spec: dict, threads: int) -> None:
     """A worker process: ``threads`` CPU threads, its own registrar and fixed-image cache."""
+    import signal
+
     import torch
 
     from medistill.cli.main import configure_logging
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     configure_logging()
     torch.set_num_threads(threads)
-    _WORKER.update(registrar=_build_registrar(**spec), cache={})
+    try:
+        _WORKER.update(registrar=_build_registrar(**spec), cache={})
+    except Exception as err:  # noqa: BLE001 - handed to the parent by _worker_ready
+        _WORKER["error"] = err
 
 
 def _worker_ready() -> bool:
+    """True once the worker is up; raises the error that kept it from building its registrar
+    (the parent then registers the pairs itself)."""
+    if "error" in _WORKER:
+        raise RuntimeError(f"worker start-up: {_WORKER['error']}")
     return True
 
 
