@@ -89,6 +89,21 @@ def test_resume_continues_exactly(tmp_path):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
 
 
+def test_channels_last_runs_put_the_weights_in_that_format_too(tmp_path):
+    from medistill.train.loop import to_channels_last
+
+    for resume in (False, True):
+        task = ConvRegression()
+        Trainer(_cfg(steps=20 if resume else 10, channels_last=True), tmp_path,
+                resume=resume).fit(task)  # fmt: skip
+        assert task.net.weight.stride() == (9, 1, 3, 1)  # channels last (contiguous: 9, 9, 3, 1)
+    net3 = to_channels_last(nn.Conv3d(2, 4, 3))
+    assert net3.weight.stride() == (54, 1, 18, 6, 2)  # channels last 3-D
+    x = torch.rand(1, 2, 5, 6, 7)
+    ref = nn.functional.conv3d(x, net3.weight.contiguous(), net3.bias)
+    torch.testing.assert_close(net3(x), ref)
+
+
 def test_existing_run_needs_resume_flag(tmp_path):
     Trainer(_cfg(steps=10), tmp_path).fit(ConvRegression())
     with pytest.raises(InputError, match="--resume"):
