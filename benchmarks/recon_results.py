@@ -239,14 +239,12 @@ def latency(
     tags: list[str],
     threads: int,
     repeats: int,
-    contiguous: bool = False,
+    eager: bool = False,
 ) -> None:
-    """Teacher vs student ms per 256x256 slice, interleaved in one run; with ``contiguous`` also
-    both networks in the default memory format (``load_model`` gives channels-last), timed in
-    the same rounds."""
+    """Teacher vs student ms per 256x256 slice, interleaved in one run; with ``eager`` also
+    both networks run eagerly (``ReconModel.engine="eager"``; the default engine traces and
+    freezes them), timed in the same rounds."""
     import copy
-
-    import torch
 
     from medistill.recon.inference import latency_ms
     from medistill.recon.model import load_model
@@ -257,11 +255,11 @@ def latency(
             "teacher": load_model(folder / "teacher" / "model.pt"),
             "student": load_model(folder / "student" / "model.pt"),
         }
-        if contiguous:
+        if eager:
             for name in ("teacher", "student"):
                 plain = copy.deepcopy(models[name])
-                plain.net.to(memory_format=torch.contiguous_format)
-                models[f"{name} (contiguous)"] = plain
+                plain.engine = "eager"
+                models[f"{name} (eager)"] = plain
         best: dict[str, float] = {}
         for _ in range(3):
             for name, model in models.items():
@@ -327,8 +325,8 @@ def main() -> int:
     parser.add_argument(
         "--latency-only",
         action="store_true",
-        help="only time teacher vs student of the finished groups, channels-last (as loaded) and "
-        "contiguous in the same rounds (no training, no evaluation)",
+        help="only time teacher vs student of the finished groups, with the default engine "
+        "(traced and frozen) and eagerly in the same rounds (no training, no evaluation)",
     )
     args = parser.parse_args()
     global SOURCE
@@ -344,7 +342,7 @@ def main() -> int:
     if args.latency_only:
         tags = [f"recon {float(a):g}x" for a in args.accelerations.split(",") if a]
         found = [t for t in tags if t in results]
-        latency(out, results, found, args.threads, args.repeats, contiguous=True)
+        latency(out, results, found, args.threads, args.repeats, eager=True)
         return 0
     steps = max(2, int(args.steps * args.scale))
     teacher_steps = max(2, int(args.teacher_steps * args.scale)) if args.teacher_steps else None

@@ -254,3 +254,32 @@ def test_loaded_models_run_channels_last_with_the_same_output(teacher, data_dir)
     ).weight.is_contiguous()
     torch.testing.assert_close(fast, plain.run(*inputs), rtol=0, atol=1e-4)
     assert fast.shape == (2, 1, SIZE, SIZE)
+
+
+def test_the_frozen_engine_gives_the_eager_output_once_traced_per_size(
+    teacher, data_dir, monkeypatch
+):
+    """run() traces and freezes the network once per input size (any batch) and returns the
+    eager network's reconstruction; a network that cannot be traced runs eagerly."""
+    import copy
+
+    model = load_model(teacher / "model.pt")
+    eager = copy.deepcopy(model)
+    eager.engine = "eager"
+    gen = torch.Generator().manual_seed(6)
+    for batch, size in ((2, SIZE), (3, SIZE), (1, SIZE + 8)):
+        inputs, _ = model.inputs(torch.rand(batch, 1, size, size, generator=gen))
+        torch.testing.assert_close(model.run(*inputs), eager.run(*inputs), rtol=0, atol=1e-4)
+    assert len(model._frozen) == 2 and all(
+        isinstance(f, torch.jit.ScriptModule) for f in model._frozen.values()
+    )
+    assert not eager._frozen
+    fresh = load_model(teacher / "model.pt")
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("cannot trace")
+
+    monkeypatch.setattr(torch.jit, "trace", refuse)
+    inputs, _ = fresh.inputs(torch.rand(2, 1, SIZE, SIZE, generator=gen))
+    torch.testing.assert_close(fresh.run(*inputs), eager.run(*inputs), rtol=0, atol=1e-6)
+    assert list(fresh._frozen.values()) == [None]
