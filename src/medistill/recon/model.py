@@ -207,7 +207,7 @@ class ReconModel:
         With ``engine="torchscript"`` (the default) on the CPU, the network is traced and frozen
         once per input size (any batch size) and :func:`torch.jit.optimize_for_inference` fuses
         each convolution with its ReLU and prepacks the weights for oneDNN: outputs equal to
-        the eager network's within 1e-3 (float rounding), faster per slice (docs/RESULTS.md). A
+        the eager network's within 1e-4 (float rounding), faster per slice (docs/RESULTS.md). A
         network that cannot be traced runs eagerly; ``engine="eager"`` always does.
         """
         if self.engine == "torchscript" and all(t.device.type == "cpu" for t in inputs):
