@@ -49,7 +49,9 @@ def network_registrar(
 
         if not str(model).endswith(".onnx"):
             raise InputError(f"--engine onnx needs an .onnx file as --model, got {model}")
-        field = OnnxField(model)
+        import torch
+
+        field = OnnxField(model, threads=torch.get_num_threads())  # a worker's share, if one
         shape, role, params = field.shape, f"ONNX {Path(model).name}", 0
     elif engine == "torch":
         from medistill.registration.model import load_model
