@@ -18,7 +18,8 @@ transfer; with --optimiser, the registration optimiser atlas -> image (no traini
 distilled student `brain`): G_F is the network itself, fine-tuned forward-only (L_sim + L_smooth,
 lr --student-lr), then LT-Net balanced from that G_F (G_B pre-trained, cycle pull capped at
 --cycle-share), and that LT-Net row with each term (GAN, image, anatomy, transformation,
-difference cycle) switched off in turn (run them by name with --only). Dice per structure and
+difference cycle) switched off in turn (run them by name with --only), and with --gan-weights
+W,... that row with the GAN's weight scaled to each W. Dice per structure and
 mean, HD95 (mm, mean over structures).
 
 With --structures every row is also scored on every structure of the held-out label maps (the
@@ -64,6 +65,7 @@ TERM_NAMES = {
     "diff": "the difference cycle",
 }
 WITHOUT = "LT-Net on the fine-tuned student, cycle_share {share:g}, without {term}"
+GAN_SCALED = "LT-Net on the fine-tuned student, cycle_share {share:g}, GAN weight {weight:g}"
 
 # row name -> (folder, loss terms switched on besides sim + smooth)
 ROWS = {
@@ -144,6 +146,12 @@ def main() -> int:
         type=float,
         default=1.0,
         help="weight of each enabled cycle term (cyc, anatomy, trans, diff; the seed's: 1)",
+    )
+    parser.add_argument(
+        "--gan-weights",
+        default="",
+        help="comma-separated GAN weights: one more row on the student per weight, all terms "
+        "with the GAN scaled (the seed's: 1), e.g. 0.1",
     )
     parser.add_argument(
         "--structures",
@@ -244,13 +252,19 @@ def main() -> int:
             tuple(t for t in ALL_CYCLE if t != term),
         )
         ablation.add(label)
+    gan_weight: dict[str, float] = {}
+    for w in (float(x) for x in args.gan_weights.split(",") if x.strip()):
+        label = GAN_SCALED.format(share=args.cycle_share, weight=w)
+        rows[label] = (f"student_lt_cs{args.cycle_share:g}_gan{w:g}", ALL_CYCLE)
+        ablation.add(label)
+        gan_weight[label] = w
     for name, (folder, terms) in rows.items():
         if args.only and name not in args.only:
             continue
         run = out / folder
         rcfg = load_config(LabelTransferConfig, args.preset, presets=presets(), overrides=base)
         for term in ALL_CYCLE:
-            weight = 1.0 if term == "gan" else args.cycle_weight
+            weight = gan_weight.get(name, 1.0) if term == "gan" else args.cycle_weight
             setattr(rcfg.loss, term, weight if term in terms else 0.0)
         if name in (BALANCED, CAPPED):  # issue 15: a good start for both generators, balanced
             start = out / ROWS["forward-only (VoxelMorph-style)"][0] / "model.pt"
