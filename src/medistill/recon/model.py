@@ -208,7 +208,9 @@ class ReconModel:
         once per input size (any batch size) and :func:`torch.jit.optimize_for_inference` fuses
         each convolution with its ReLU and prepacks the weights for oneDNN: outputs equal to
         the eager network's within 1e-4 (float rounding), faster per slice (docs/RESULTS.md). A
-        network that cannot be traced runs eagerly; ``engine="eager"`` always does.
+        network that cannot be traced runs eagerly; ``engine="eager"`` always does. The frozen
+        copy holds the weights of its first call: after changing ``net``'s weights, clear
+        ``_frozen`` (or load the model again).
         """
         if self.engine == "torchscript" and all(t.device.type == "cpu" for t in inputs):
             frozen = self._frozen_for(inputs)
