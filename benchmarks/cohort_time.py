@@ -8,8 +8,9 @@ until there are ``--pairs`` rows (a repeated pair gets its own output folder). E
 into a fresh output folder. The command's own "s per pair" (registration in process, no file
 I/O) is reported next to the wall time; with several ``--workers`` (the default on a CPU with 2
 or more threads and 8 or more pairs: one process per thread, at most 4) it is each worker's time
-per pair on its share of the threads, so it exceeds the wall time per pair. The last two settings run in one process
-with every thread (``--workers 1``), the code path before workers existed.
+per pair on its share of the threads, so it exceeds the wall time per pair. The last two
+settings run in one process with every thread (``--workers 1``), the code path before workers
+existed.
 
 Usage (from the repository root; run it on an idle machine):
 
