@@ -84,7 +84,7 @@ def register(
     every pair of --pairs, or every --images image to --atlas, one sub-folder per pair; the model
     is loaded once, finished pairs are skipped (rerun to resume), pairs are shared by
     --workers processes, and under torchrun each process takes its share of the pairs."""
-    from medistill.cli._methods import check_method, network_registrar, optimiser_registrar
+    from medistill.cli._methods import check_method
     from medistill.io.validate import check_output_folder
     from medistill.spatial.native import check_outputs
 
@@ -115,10 +115,9 @@ def register(
     if chosen == ("warped_labels",) and all(j["moving_labels"] is None for j in jobs):
         where = "a moving_labels column in --pairs" if cohort else "--moving-labels"
         raise InputError(f"--outputs warped_labels needs {where}")
-    if method == "optimise":
-        registrar, ndim, _, _ = optimiser_registrar(config, set_, progress=progress and single)
-    else:
-        registrar, ndim, _, _ = network_registrar(model, refine, config, set_, engine=engine)
+    spec = {"method": method, "model": model, "refine": refine, "config": config,
+            "set_": set_, "engine": engine}  # fmt: skip
+    registrar, ndim = _build_registrar(**spec, progress=progress and single)
     if single:
         reg = _register_one(registrar, jobs[0], ndim, initial, chosen)
         for path in reg.save(out, outputs=chosen, compress=compress):
@@ -126,8 +125,6 @@ def register(
         what = "optimisation" if method == "optimise" else "network"
         typer.echo(f"{what} {reg.seconds_network:.3f} s, total {reg.seconds_total:.3f} s")
         return
-    spec = {"method": method, "model": model, "refine": refine, "config": config,
-            "set_": set_, "engine": engine}  # fmt: skip
     _register_cohort(
         registrar, jobs, ndim, initial, out, progress, chosen, compress, workers=workers, spec=spec
     )
@@ -429,13 +426,13 @@ def _pair_task(registrar, job: dict, ndim, initial, out, outputs, compress, cach
     return job["name"], reg.seconds_total, None
 
 
-def _build_registrar(method, model, refine, config, set_, engine):
-    """The registrar of ``register``'s options (in a worker process)."""
+def _build_registrar(method, model, refine, config, set_, engine, progress: bool = False):
+    """``(registrar, ndim)`` of ``register``'s options (in this process and in each worker)."""
     from medistill.cli._methods import network_registrar, optimiser_registrar
 
     if method == "optimise":
-        return optimiser_registrar(config, set_)[0]
-    return network_registrar(model, refine, config, set_, engine=engine)[0]
+        return optimiser_registrar(config, set_, progress=progress)[:2]
+    return network_registrar(model, refine, config, set_, engine=engine)[:2]
 
 
 _WORKER: dict = {}
@@ -453,7 +450,7 @@ def _worker_init(spec: dict, threads: int) -> None:
     configure_logging()
     torch.set_num_threads(threads)
     try:
-        _WORKER.update(registrar=_build_registrar(**spec), cache={})
+        _WORKER.update(registrar=_build_registrar(**spec)[0], cache={})
     except Exception as err:  # noqa: BLE001 - handed to the parent by _worker_ready
         _WORKER["error"] = err
 
