@@ -6,11 +6,22 @@ plain tensors out, no conventions of ours (those live in :mod:`medistill.spatial
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["affine_grid", "affine_linear", "contract_axes", "grid_sample", "voxel_map_grid"]
+__all__ = [
+    "affine_grid",
+    "affine_linear",
+    "axis_filter",
+    "box_mean",
+    "box_sum",
+    "contract_axes",
+    "grid_sample",
+    "voxel_map_grid",
+]
 
 
 def grid_sample(
@@ -169,3 +180,108 @@ def contract_axes(values: Tensor, perm: list[int], weights: list[Tensor]) -> Ten
         out = torch.tensordot(out, w, dims=([lead], [1]))
     order = sorted(range(len(perm)), key=lambda i: perm[i])  # source axis of each destination
     return out.permute(*range(lead), *[lead + k for k in order]).contiguous()
+
+
+def box_sum(x: Tensor, window: int) -> Tensor:
+    """Sums over centred boxes of ``window`` voxels along every spatial axis, zero padding.
+
+    Separable: along each axis the sum of ``window`` shifted views of the padded input, so one
+    call costs ``ndim * (window - 1)`` additions per voxel. It equals
+    ``avg_pool(x, window, stride=1, padding=window // 2) * window ** ndim`` up to float rounding,
+    but on the CPU, where PyTorch's 3-D average pooling is slow, it is much faster (64^3, 2
+    threads, forward and backward: about 6x for a window of 3, 20x for 9).
+
+    Args:
+        x: ``(B, C, *S)`` values, ``S`` of 1 to 3 axes.
+        window: odd box size in voxels (>= 1).
+
+    Returns:
+        ``(B, C, *S)`` box sums.
+    """
+    if window < 1 or window % 2 == 0:
+        raise ValueError(f"box_sum(): window must be an odd size >= 1, got {window}")
+    if window == 1:
+        return x
+    return _BoxSum.apply(x, int(window))
+
+
+def axis_filter(x: Tensor, axis: int, weights: Sequence[float], padding: str = "zeros") -> Tensor:
+    """Correlate one spatial axis of ``x`` with a centred kernel of odd length, as a weighted sum
+    of shifted views of the padded input (on the CPU much faster than a 1-D ``conv3d``, which
+    takes PyTorch's slow single-channel path).
+
+    Args:
+        x: ``(B, C, *S)`` values.
+        axis: tensor axis to filter (``2 <= axis < x.dim()``).
+        weights: the kernel, ``2 r + 1`` numbers; ``weights[r]`` weighs the voxel itself.
+        padding: ``"zeros"`` or ``"replicate"`` (the border voxel repeated).
+
+    Returns:
+        ``(B, C, *S)`` filtered values.
+    """
+    w = [float(v) for v in weights]
+    if len(w) % 2 == 0:
+        raise ValueError(f"axis_filter(): the kernel needs an odd length, got {len(w)}")
+    r = len(w) // 2
+    if r == 0:
+        return x * w[0] if w[0] != 1.0 else x
+    nd = x.dim() - 2
+    pad = [0, 0] * nd  # F.pad lists the last axis first
+    k = x.dim() - 1 - axis
+    pad[2 * k] = pad[2 * k + 1] = r
+    padded = F.pad(x, pad, mode="constant" if padding == "zeros" else padding)
+    n = x.shape[axis]
+    acc = padded.narrow(axis, 0, n) * w[0] if w[0] != 1.0 else padded.narrow(axis, 0, n).clone()
+    for s in range(1, len(w)):
+        view = padded.narrow(axis, s, n)
+        acc.add_(view) if w[s] == 1.0 else acc.add_(view, alpha=w[s])
+    return acc
+
+
+def _box_sum(x: Tensor, window: int) -> Tensor:
+    ones = [1.0] * window
+    for axis in range(2, x.dim()):
+        x = axis_filter(x, axis, ones)
+    return x
+
+
+class _BoxSum(torch.autograd.Function):
+    """Box sums with zero padding are self-adjoint (a symmetric kernel): the gradient is the
+    box sum of the incoming gradient, without the copies of autograd's slice backward."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, window: int) -> Tensor:  # type: ignore[override]
+        ctx.window = window
+        return _box_sum(x, window)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        return _box_sum(grad, ctx.window), None
+
+
+def box_mean(x: Tensor, window: int, *, include_pad: bool = False) -> Tensor:
+    """Means over centred boxes of ``window`` voxels (:func:`box_sum` divided by the count).
+
+    ``include_pad=False`` divides by the number of voxels of the box inside the image (as
+    ``avg_pool(..., count_include_pad=False)``); ``True`` always by ``window ** ndim``.
+
+    Args:
+        x: ``(B, C, *S)`` values.
+        window: odd box size in voxels.
+        include_pad: count the zero padding at the borders.
+
+    Returns:
+        ``(B, C, *S)`` box means.
+    """
+    total = box_sum(x, window)
+    nd = x.dim() - 2
+    if include_pad:
+        return total / float(window**nd)
+    r = window // 2
+    inv: Tensor | None = None
+    for d, n in enumerate(x.shape[2:]):
+        i = torch.arange(n, device=x.device)
+        count = (i + r).clamp(max=n - 1) - (i - r).clamp(min=0) + 1
+        factor = (1.0 / count.to(x.dtype)).view(*[n if j == d else 1 for j in range(nd)])
+        inv = factor if inv is None else inv * factor
+    return total * inv

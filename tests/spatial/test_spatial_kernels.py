@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from medistill.io import Image, WorkingGrid
 from medistill.io.geometry import axis_aligned, resample_array, separable_linear
-from medistill.kernels import affine_grid, grid_sample
+from medistill.kernels import affine_grid, axis_filter, box_mean, box_sum, grid_sample
 from medistill.spatial.native import (
     centre_of_mass_mm,
     finish_registration,
@@ -208,3 +208,65 @@ def test_cascade_displacement_equals_forward(downsample):
     fixed, moving = torch.rand(1, 1, 32, 32, 32), torch.rand(1, 1, 32, 32, 32)
     with torch.inference_mode():
         assert torch.equal(net.displacement(fixed, moving), net(fixed, moving).disp)
+
+
+@pytest.mark.parametrize("window", [1, 3, 5, 9])
+@pytest.mark.parametrize("size", [(7, 5, 6), (9, 4), (2, 3, 11)])
+def test_box_mean_equals_average_pooling(window, size):
+    """Separable box sums give PyTorch's average pooling (with and without the padding counted),
+    values and gradients, in 2-D and 3-D, also where the window is larger than an axis."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 3, *size, generator=gen, dtype=torch.float64)
+    pool = F.avg_pool3d if len(size) == 3 else F.avg_pool2d
+    weights = torch.rand(2, 3, *size, generator=gen, dtype=torch.float64)
+    r = window // 2
+    for include in (False, True):
+        a = x.clone().requires_grad_()
+        b = x.clone().requires_grad_()
+        # the reference pads explicitly, so that pooling accepts windows longer than an axis
+        ref = pool(F.pad(a, [r] * 2 * len(size)), window, stride=1)
+        if not include:
+            ones = F.pad(torch.ones_like(x), [r] * 2 * len(size))
+            ref = ref / pool(ones, window, stride=1)
+        if window <= min(size):  # and PyTorch's own count of the padding, where it takes it
+            direct = pool(x, window, stride=1, padding=r, count_include_pad=include)
+            torch.testing.assert_close(direct, ref.detach(), rtol=1e-12, atol=1e-12)
+        out = box_mean(b, window, include_pad=include)
+        assert out.shape == x.shape
+        torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+        (ref * weights).sum().backward()
+        (out * weights).sum().backward()
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-12, atol=1e-12)
+    sums = box_sum(x, window)
+    torch.testing.assert_close(sums, box_mean(x, window, include_pad=True) * window ** len(size))
+
+
+def test_box_sum_known_values_and_bad_window():
+    """A unit impulse spreads over exactly one window-sized box; an even window is refused."""
+    x = torch.zeros(1, 1, 7, 7, 7)
+    x[0, 0, 3, 3, 3] = 1.0
+    out = box_sum(x, 3)
+    assert out.sum().item() == pytest.approx(27.0)
+    assert out[0, 0, 2:5, 2:5, 2:5].min().item() == 1.0
+    assert out[0, 0, 1, 3, 3].item() == 0.0
+    with pytest.raises(ValueError, match="odd"):
+        box_sum(x, 4)
+
+
+def test_axis_filter_known_kernel_and_padding():
+    """A 3-tap kernel along one axis: an impulse takes the kernel's (flipped-free, centred)
+    values; a constant stays constant with replicate padding and loses its border share with
+    zero padding; the other axes are untouched; an even kernel is refused."""
+    x = torch.zeros(1, 1, 5, 4, 3)
+    x[0, 0, 2, 1, 1] = 1.0
+    out = axis_filter(x, 2, [0.25, 0.5, 0.125])
+    # out[i] = 0.25 x[i-1] + 0.5 x[i] + 0.125 x[i+1]
+    assert out[0, 0, :, 1, 1].tolist() == [0.0, 0.125, 0.5, 0.25, 0.0]
+    assert out.sum().item() == pytest.approx(0.875)
+    ones = torch.ones(1, 2, 4, 6)
+    rep = axis_filter(ones, 3, [0.2, 0.6, 0.2], padding="replicate")
+    torch.testing.assert_close(rep, ones)
+    zer = axis_filter(ones, 3, [0.2, 0.6, 0.2])
+    assert zer[0, 0, 0].tolist() == pytest.approx([0.8, 1.0, 1.0, 1.0, 1.0, 0.8])
+    with pytest.raises(ValueError, match="odd"):
+        axis_filter(ones, 2, [0.5, 0.5])

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from medistill.errors import InputError
 from medistill.io.image import Image
+from medistill.kernels import axis_filter
 from medistill.spatial import random_smooth_disp, warp, warp_labels
 
 __all__ = [
@@ -288,24 +289,15 @@ def gaussian_blur(x: Tensor, sigma: float | Sequence[float]) -> Tensor:
     sig = [float(sigma)] * nd if isinstance(sigma, (int, float)) else [float(s) for s in sigma]
     if len(sig) != nd or any(s < 0 for s in sig):
         raise InputError(f"gaussian_blur(): 'sigma' must be >= 0, one or {nd} values, got {sigma}")
-    conv = F.conv3d if nd == 3 else F.conv2d
-    b, c = x.shape[:2]
-    out = x.reshape(b * c, 1, *x.shape[2:])
+    out = x
     for axis, s in enumerate(sig):
         radius = min(int(math.ceil(3.0 * s)), x.shape[2 + axis] - 1)
         if s <= 0 or radius < 1:
             continue
-        t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+        t = torch.arange(-radius, radius + 1, dtype=torch.float64)
         k = torch.exp(-0.5 * (t / s) ** 2)
-        k = k / k.sum()
-        shape = [1, 1] + [1] * nd
-        shape[2 + axis] = k.numel()
-        pad = [0, 0] * nd
-        # F.pad lists the last axis first
-        pad[2 * (nd - 1 - axis)] = radius
-        pad[2 * (nd - 1 - axis) + 1] = radius
-        out = conv(F.pad(out, pad, mode="replicate"), k.view(shape))
-    return out.reshape(x.shape)
+        out = axis_filter(out, 2 + axis, (k / k.sum()).tolist(), padding="replicate")
+    return out
 
 
 def random_bias_field(

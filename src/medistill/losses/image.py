@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from medistill.errors import InputError
+from medistill.kernels import box_mean
 
 
 def _check_pair(fn: str, a: Tensor, b: Tensor) -> None:
@@ -46,6 +47,8 @@ def lncc_loss(fixed: Tensor, warped: Tensor, window: int = 9, eps: float = 1e-5)
     a, b = fixed.float(), warped.float()
 
     def mean(x: Tensor) -> Tensor:
+        if window % 2:  # separable box sums: much faster than 3-D average pooling on a CPU
+            return box_mean(x, window, include_pad=True)
         return pool(x, window, stride=1, padding=window // 2, count_include_pad=True)
 
     mu_a, mu_b = mean(a), mean(b)

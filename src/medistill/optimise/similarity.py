@@ -7,10 +7,10 @@ that pairs optimised together in one batch do not influence each other.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from medistill.errors import InputError
+from medistill.kernels import box_mean
 
 __all__ = ["LocalNCC", "image_loss", "lncc", "mse", "mutual_information", "ncc", "soft_dice"]
 
@@ -26,8 +26,7 @@ def ncc(fixed: Tensor, warped: Tensor, eps: float = 1e-6) -> Tensor:
 
 def _box(x: Tensor, window: int) -> Tensor:
     """Mean over ``window``-voxel boxes (zero padding not counted)."""
-    pool = F.avg_pool3d if x.dim() == 5 else F.avg_pool2d
-    return pool(x, window, stride=1, padding=window // 2, count_include_pad=False)
+    return box_mean(x, window, include_pad=False)
 
 
 class LocalNCC:
