@@ -3,7 +3,8 @@
 # from the optimisation teacher (teacher-flow cache built on the GPU, batched) on SynthMorph-style
 # pairs synthesised from the TRAINING label maps only. Writes everything under $OUT.
 # Needs: runs/heldout_pairs/t1 (benchmarks/optimise_heldout.py makes it), runs/train_labelmaps
-# (a copy of the 15 training maps of medistill.data.split_label_maps), and on a machine without
+# (a copy of the 15 training maps of medistill.data.split_label_maps, read whole:
+# data.holdout=false; before 2026-11-30 it was split again and only 10 were used), and on a machine without
 # nibabel / lightning-fabric their wheels in .whl/. Settings: STEPS, PAIRS, CHECK_S (0 skips
 # the device check), AFFINE (data.augment_affine of the training pairs).
 set -euo pipefail
@@ -27,7 +28,7 @@ if [ "${CHECK_S:-150}" -gt 0 ]; then
 fi
 python3 -m medistill.cli.main train student --config cpu-64 --out "$OUT/student" \
   --set data.source=labelmaps --set data.path=runs/train_labelmaps \
-  --set data.pairs="$PAIRS" --set data.augment_disp=6.0 \
+  --set data.pairs="$PAIRS" --set data.augment_disp=6.0 --set data.holdout=false \
   --set "data.augment_affine=${AFFINE:-[0,0,0]}" \
   --set model.cascades=2 --set model.student_variant=ldr \
   --set distill.mode=l1 --set distill.teacher=optimise --set distill.teacher_config=brain \

@@ -19,6 +19,15 @@ def test_label_map_training_uses_only_the_training_split(tmp_path):
     maps = load_label_maps(tmp_path, (8, 8, 8))
     seen = sorted({int(v) for m in maps for v in np.unique(m.numpy()) if v})
     assert seen == [2, 3, 4]  # maps 0..2 only; the last five are held out
+    # a folder of training maps only, read whole on request (and as training reads data.path)
+    every = load_label_maps(tmp_path, (8, 8, 8), holdout=False)
+    assert sorted({int(v) for m in every for v in np.unique(m.numpy()) if v}) == list(range(2, 10))
+    from medistill.registration.config import DataConfig
+    from medistill.registration.pairs import build_pair_source
+
+    cfg = DataConfig(source="labelmaps", path=str(tmp_path), shape=(8, 8, 8), holdout=False)
+    assert build_pair_source(cfg).count == 8
+    assert build_pair_source(DataConfig(**{**cfg.__dict__, "holdout": True})).count == 3
 
 
 def test_affine_augmentation_moves_only_the_moving_image():

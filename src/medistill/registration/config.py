@@ -72,6 +72,11 @@ class DataConfig:
             (fraction per axis)]``; zeros disable it. Scans that are not aligned in world space
             need a student whose affine stem has seen such offsets.
         seed: seed of the data.
+        holdout: ``labelmaps`` only: a folder of at least 7 maps is split by
+            :func:`~medistill.data.split_label_maps` and only its training part is read (the
+            last 5 maps by name are held out). ``false`` reads every map of the folder: for a
+            folder that holds training maps only (e.g. a copy of a split's training part, which
+            would otherwise be split a second time).
     """
 
     source: Literal["embedded", "labelmaps", "images"] = "embedded"
@@ -82,6 +87,7 @@ class DataConfig:
     augment_disp: float = 4.0
     augment_affine: tuple[float, ...] = (0.0, 0.0, 0.0)
     seed: int = 0
+    holdout: bool = True
 
     def __post_init__(self) -> None:
         """Refuse values no run can use (when the config is loaded)."""

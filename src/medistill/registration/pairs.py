@@ -185,7 +185,7 @@ def _stack_images(subjects, normalize: bool = True) -> tuple[list[Tensor], list[
 
 
 def load_label_maps(
-    folder: str | Path, shape: tuple[int, ...], *, strip: bool = True
+    folder: str | Path, shape: tuple[int, ...], *, strip: bool = True, holdout: bool = True
 ) -> list[Tensor]:
     """Label maps of a folder (NIfTI etc.) put on a common working grid around their content.
 
@@ -198,14 +198,15 @@ def load_label_maps(
     Held out means held out: a folder of at least
     :data:`~medistill.data.heldout.MIN_LABEL_MAPS` NIfTI maps is split by
     :func:`~medistill.data.split_label_maps` and only its training part is used (for
-    ``../shared/data/labelmaps``: ``training_seg_01..15``).
+    ``../shared/data/labelmaps``: ``training_seg_01..15``). ``holdout=False`` reads every map
+    (a folder that holds training maps only).
     """
     from medistill.data import sources_from_folder, split_label_maps, strip_extracerebral
     from medistill.data.heldout import MIN_LABEL_MAPS, label_map_files
     from medistill.io import WorkingGrid, load
 
     folder = Path(folder)
-    if folder.is_dir() and len(label_map_files(folder)) >= MIN_LABEL_MAPS:
+    if holdout and folder.is_dir() and len(label_map_files(folder)) >= MIN_LABEL_MAPS:
         files = split_label_maps(folder)[0]
     else:
         files = [s.image for s in sources_from_folder(folder)]
@@ -248,7 +249,7 @@ def _build_pair_source(cfg: DataConfig, split: str) -> PairSource:
         if not cfg.path:
             raise InputError("data.source 'labelmaps' needs data.path (a folder of label maps)")
         return SynthPairs(
-            load_label_maps(cfg.path, shape),
+            load_label_maps(cfg.path, shape, holdout=cfg.holdout),
             seed=cfg.seed,
             max_disp=max(cfg.augment_disp, 1.0),
             name=str(cfg.path),
