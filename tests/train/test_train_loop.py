@@ -104,6 +104,31 @@ def test_channels_last_runs_put_the_weights_in_that_format_too(tmp_path):
     torch.testing.assert_close(net3(x), ref)
 
 
+def test_init_starts_a_new_run_from_another_runs_weights(tmp_path):
+    """loop.init: the weights (not the step or optimiser) of another run start a new one; the
+    first step starts from them exactly; a missing file, no common module or another shape is
+    refused in one line."""
+    Trainer(_cfg(steps=30), tmp_path / "a").fit(ConvRegression())
+    trained = load_checkpoint(tmp_path / "a" / "last.pt")["modules"]["net"]
+    task = ConvRegression()
+    Trainer(_cfg(steps=1, lr=0.0, init=str(tmp_path / "a" / "last.pt")), tmp_path / "b").fit(task)
+    for name, value in task.net.state_dict().items():
+        torch.testing.assert_close(value, trained[name], rtol=0, atol=0)
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["step"] == 1  # a new run: from step 0
+    fresh = ConvRegression()
+    Trainer(_cfg(steps=1, lr=0.0), tmp_path / "c").fit(fresh)
+    assert not torch.equal(fresh.net.weight, task.net.weight)
+    with pytest.raises(InputError, match="loop.init: .*no such checkpoint"):
+        Trainer(_cfg(init=str(tmp_path / "none.pt")), tmp_path / "d").fit(ConvRegression())
+    save_checkpoint(tmp_path / "other.pt", {"modules": {"critic": {}}})
+    with pytest.raises(InputError, match="none of this run's"):
+        Trainer(_cfg(init=str(tmp_path / "other.pt")), tmp_path / "e").fit(ConvRegression())
+    wide = {"weight": torch.zeros(2, 1, 3, 3), "bias": torch.zeros(2)}
+    save_checkpoint(tmp_path / "wide.pt", {"modules": {"net": wide}})
+    with pytest.raises(InputError, match="module 'net' differs"):
+        Trainer(_cfg(init=str(tmp_path / "wide.pt")), tmp_path / "f").fit(ConvRegression())
+
+
 def test_existing_run_needs_resume_flag(tmp_path):
     Trainer(_cfg(steps=10), tmp_path).fit(ConvRegression())
     with pytest.raises(InputError, match="--resume"):

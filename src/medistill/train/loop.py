@@ -59,6 +59,10 @@ class LoopConfig:
             weights so far are kept in ``best.pt`` and exported as the run's model.
         patience: stop early after this many validations in a row without improvement
             (0: never stop early).
+        init: a checkpoint whose weights start a new run (fine-tuning): every module of the
+            run with a module of that name in the checkpoint takes its weights (shapes must
+            match); optimisers, step and random state start fresh. Not used by ``--resume``,
+            which continues from the run's own ``last.pt``.
     """
 
     steps: int = 1000
@@ -77,6 +81,7 @@ class LoopConfig:
     grad_clip: float = 0.0
     val_every: int = 0
     patience: int = 0
+    init: str = ""
 
     def __post_init__(self) -> None:
         """Refuse values no run can use, when the config is loaded (before anything is written)."""
@@ -103,6 +108,35 @@ class LoopConfig:
             )
         if self.patience and not self.val_every:
             raise InputError("config: loop.patience needs loop.val_every > 0")
+
+
+def init_weights(modules: dict[str, nn.Module], path: PathLike) -> list[str]:
+    """Load the weights of checkpoint ``path`` into the modules of the same name (``loop.init``).
+
+    Returns:
+        The names of the modules loaded.
+
+    Raises:
+        InputError: no such checkpoint, no module in common, or weights of other shapes.
+    """
+    try:
+        state = load_checkpoint(path)
+    except InputError as err:
+        raise InputError(f"loop.init: {err}") from None
+    saved = state.get("modules", {})
+    names = [name for name in modules if name in saved]
+    if not names:
+        raise InputError(
+            f"loop.init: {path} holds modules {sorted(saved)}, none of this run's {sorted(modules)}"
+        )
+    for name in names:
+        try:
+            modules[name].load_state_dict(saved[name])
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[-1].strip()
+            raise InputError(f"loop.init: {path}: module {name!r} differs: {first}") from None
+    log.info("weights of %s from %s", ", ".join(names), path)
+    return names
 
 
 class TrainTask(Protocol):
@@ -402,6 +436,8 @@ class Trainer:
         if resume_state is not None:
             for name, module in modules.items():
                 module.load_state_dict(resume_state["modules"][name])
+        elif cfg.init:
+            init_weights(modules, cfg.init)
         optimizers = task.optimizers(modules, cfg.lr)
         wrapped: dict[str, nn.Module] = {}
         wrapped_opt: dict[str, torch.optim.Optimizer] = {}
