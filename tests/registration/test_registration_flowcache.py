@@ -158,3 +158,64 @@ def test_ranks_share_the_teacher_work_and_build_the_same_cache(tmp_path):
         assert torch.equal(shared.get(i)["teacher_disp"], single.get(i)["teacher_disp"])
         assert torch.equal(shared.get(i)["fixed_labels"], single.get(i)["fixed_labels"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shared", "single"]
+
+
+def test_a_stopped_build_is_continued_not_restarted(tmp_path):
+    """A build stopped after some batches keeps its folder; the next build of the same cache runs
+    the teacher only on the missing batches and gives the cache a straight build gives; a build
+    for another teacher discards the partial one; nothing of a build is left once done."""
+    calls: list[int] = []
+
+    def teacher(fixed, moving):
+        calls.append(int(fixed.shape[0]))
+        if stop_after and len(calls) > stop_after:
+            raise KeyboardInterrupt  # e.g. Ctrl-C, or a session that ends
+        return torch.cat([fixed - moving, fixed, moving], dim=1) * 3.0
+
+    kwargs = dict(
+        run_teacher=teacher,
+        pair=_pair,
+        pairs=7,
+        shape=(8, 8, 8),
+        source_key="toy",
+        has_labels=True,
+        batch_size=2,
+    )
+    stop_after = 0
+    straight = build_flow_cache(tmp_path / "straight", teacher_key="t", **kwargs)
+    assert sum(calls) == 7
+    calls.clear()
+    stop_after = 2
+    try:
+        build_flow_cache(tmp_path / "cache", teacher_key="t", **kwargs)
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("the teacher was meant to stop the build")
+    partial = [p for p in tmp_path.iterdir() if p.name.startswith("cache.building-")]
+    assert len(partial) == 1 and (partial[0] / "progress").read_text() == "2"
+    calls.clear()
+    stop_after = 0
+    cache = build_flow_cache(tmp_path / "cache", teacher_key="t", **kwargs)
+    assert calls == [2, 1]  # batches 3 and 4 only (pairs 4-5 and 6)
+    for i in range(7):
+        a, b = cache.get(i), straight.get(i)
+        for name in ("fixed", "moving", "teacher_disp", "fixed_labels"):
+            assert torch.equal(a[name], b[name]), (i, name)
+    assert not list(tmp_path.glob("cache.building-*"))
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted(
+        p.name for p in (tmp_path / "straight").iterdir()
+    )
+    # another teacher: a partial build of the old one is not continued
+    stop_after = 1
+    calls.clear()
+    try:
+        build_flow_cache(tmp_path / "other", teacher_key="t", **kwargs)
+    except KeyboardInterrupt:
+        pass
+    stop_after = 0
+    calls.clear()
+    assert len(list(tmp_path.glob("other.building-*"))) == 1
+    build_flow_cache(tmp_path / "other", teacher_key="t2", **kwargs)
+    assert sum(calls) == 7
+    assert not list(tmp_path.glob("other.building-*"))  # the stale partial build is removed

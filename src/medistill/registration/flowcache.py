@@ -4,7 +4,9 @@ index, and streamed during student training (only the requested pairs are read).
 
 The cache is keyed by the teacher (the SHA-256 of a checkpoint, or a description of an optimiser's
 settings) and a description of the pair source: when either changes the cache is rebuilt (into a
-temporary folder, then renamed into place).
+temporary folder, then renamed into place). A build in one process is resumable: the temporary
+folder is named by the key and records how many batches are done, so a build that was killed (or
+interrupted) continues where it stopped the next time the same cache is asked for.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -81,18 +84,22 @@ def _fill(
     shards: int,
     teacher_labels: bool,
     progress: bool,
+    done: int = 0,
+    on_batch: Callable[[int], None] | None = None,
 ) -> None:
-    """Run the teacher over this rank's share of the pairs (batches ``rank::shards``)."""
+    """Run the teacher over this rank's share of the pairs (batches ``rank::shards``), skipping
+    the first ``done`` of them; ``on_batch(k)`` after batch ``k`` (counted from 1) is written."""
     starts = list(range(0, pairs, batch_size))[rank::shards]
     if shards > 1:
         log.info("teacher-flow cache: rank %d of %d runs %d batches", rank, shards, len(starts))
-    iterator = starts
+    iterator = starts[done:]
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(starts, desc="teacher flows", unit="batch")
+        iterator = tqdm(iterator, desc="teacher flows", unit="batch", initial=done,
+                        total=len(starts))  # fmt: skip
     images, flows, labels = arrays["images"], arrays["flows"], arrays.get("labels")
-    for start in iterator:
+    for k, start in enumerate(iterator, start=done + 1):
         idx = list(range(start, min(pairs, start + batch_size)))
         items = [pair(i) for i in idx]
         fixed = torch.stack([it["fixed"] for it in items])
@@ -112,6 +119,8 @@ def _fill(
         if labels is not None:
             labels[rows, 0] = torch.stack([it["fixed_labels"][0] for it in items]).numpy()
             labels[rows, 1] = torch.stack([it["moving_labels"][0] for it in items]).numpy()
+        if on_batch is not None:
+            on_batch(k)
 
 
 def build_flow_cache(
@@ -196,7 +205,11 @@ def build_flow_cache(
     if shards == 1 and not build:  # the main process builds it alone
         return until(reuse, "the main process to build the cache")
     ndim = len(shape)
-    name = f".building-{run_id}" if shards > 1 else f".building-{int(time.time() * 1000)}"
+    key_text = json.dumps(key, sort_keys=True)
+    if shards > 1:
+        name = f".building-{run_id}"
+    else:  # named by the key: a later build of the same cache finds and continues it
+        name = f".building-{hashlib.sha256(key_text.encode()).hexdigest()[:16]}"
     tmp = folder.with_name(folder.name + name)
     main = rank == 0 or shards == 1
     files = {
@@ -205,12 +218,34 @@ def build_flow_cache(
     }
     if has_labels:
         files["labels"] = (tmp / "labels.i16", np.int16, (pairs, 2, *shape))
+    done = 0
+    arrays: dict[str, np.memmap] = {}
+
+    def record(k: int) -> None:  # after batch k is written: flush, then count it (atomically)
+        nonlocal done
+        for arr in arrays.values():
+            arr.flush()
+        (tmp / "progress.tmp").write_text(str(k))
+        os.replace(tmp / "progress.tmp", tmp / "progress")
+        done = k
+
     try:
         if main:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            tmp.mkdir(parents=True)
-            arrays = {k: np.memmap(p, t, "w+", shape=sh) for k, (p, t, sh) in files.items()}
+            done = _partial_build(tmp, key_text, files) if shards == 1 else 0
+            if done:
+                arrays = {k: np.memmap(p, t, "r+", shape=sh) for k, (p, t, sh) in files.items()}
+                log.info("teacher-flow cache: continuing %s after %d batches", tmp, done)
+            else:
+                if tmp.exists():
+                    shutil.rmtree(tmp)
+                if shards == 1:  # partial builds of this folder for another teacher or pairs
+                    for old in folder.parent.glob(f"{folder.name}.building-*"):
+                        if (old / "key.json").is_file():
+                            log.info("teacher-flow cache: removing the stale partial %s", old)
+                            shutil.rmtree(old, ignore_errors=True)
+                tmp.mkdir(parents=True)
+                (tmp / "key.json").write_text(key_text)
+                arrays = {k: np.memmap(p, t, "w+", shape=sh) for k, (p, t, sh) in files.items()}
             (tmp / "ready").write_text("ok")
         else:
             until((tmp / "ready").exists, "rank 0 to start the cache")
@@ -225,10 +260,12 @@ def build_flow_cache(
             shards,
             has_labels and teacher_labels,
             progress and main,
+            done=done,
+            on_batch=record if shards == 1 else None,
         )
         for arr in arrays.values():
             arr.flush()
-        del arrays
+        arrays.clear()  # close the memory maps before the folder is renamed
         (tmp / f"done-{rank if shards > 1 else 0}").write_text("ok")
         if not main:  # rank 0 finishes the cache; wait for it like a non-building rank
             return until(reuse, "rank 0 to finish the cache")
@@ -245,8 +282,33 @@ def build_flow_cache(
         (tmp / INDEX).write_text(json.dumps(index, indent=1))
         if folder.exists():
             shutil.rmtree(folder)
+        for name in ("key.json", "progress", "ready"):
+            (tmp / name).unlink(missing_ok=True)
         tmp.rename(folder)
-    finally:
+    except BaseException:
         if main and tmp.exists():
-            shutil.rmtree(tmp)
+            if shards == 1 and done:  # the resume point of the next build of this cache
+                log.warning(
+                    "teacher-flow cache: stopped after %d batches; %s is kept and the next run "
+                    "with the same teacher and pairs continues it",
+                    done,
+                    tmp,
+                )
+            else:
+                shutil.rmtree(tmp)
+        raise
     return FlowCache(folder)
+
+
+def _partial_build(tmp: Path, key_text: str, files: dict) -> int:
+    """Batches done by an earlier build in ``tmp`` of the cache keyed ``key_text`` (0: none, or
+    one of another key or with files of other sizes)."""
+    try:
+        if (tmp / "key.json").read_text() != key_text:
+            return 0
+        for path, dtype, shape in files.values():
+            if path.stat().st_size != int(np.prod(shape)) * np.dtype(dtype).itemsize:
+                return 0
+        return max(0, int((tmp / "progress").read_text()))
+    except (OSError, ValueError):
+        return 0
