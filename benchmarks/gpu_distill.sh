@@ -6,7 +6,9 @@
 # (a copy of the 15 training maps of medistill.data.split_label_maps, read whole:
 # data.holdout=false; before 2026-11-30 it was split again and only 10 were used), and on a machine without
 # nibabel / lightning-fabric their wheels in .whl/. Settings: STEPS, PAIRS, CHECK_S (0 skips
-# the device check), AFFINE (data.augment_affine of the training pairs).
+# the device check), AFFINE (data.augment_affine of the training pairs), INIT (a checkpoint whose
+# weights start the student: loop.init, e.g. src/medistill/builtin/brain_ldr_v1.pt), LR (3e-4; the
+# learning rate halves at 60 % and 85 % of STEPS).
 set -euo pipefail
 export PYTHONUNBUFFERED=1
 if [ -d .whl ]; then
@@ -19,6 +21,10 @@ fi
 OUT=${OUT:-runs/gpu}
 STEPS=${STEPS:-3000}
 PAIRS=${PAIRS:-1200}
+LR=${LR:-3.0e-4}
+DECAY="[$((STEPS * 60 / 100)),$((STEPS * 85 / 100))]"
+INIT_SET=()
+if [ -n "${INIT:-}" ]; then INIT_SET=(--set "loop.init=$INIT"); fi
 mkdir -p "$OUT"
 nvidia-smi -L || true
 if [ "${CHECK_S:-150}" -gt 0 ]; then
@@ -34,6 +40,6 @@ python3 -m medistill.cli.main train student --config cpu-64 --out "$OUT/student"
   --set distill.mode=l1 --set distill.teacher=optimise --set distill.teacher_config=brain \
   --set 'distill.teacher_set=["deformable.levels=[2,1]","deformable.iterations=[80,40]"]' \
   --set distill.teacher_batch=50 --set distill.cache=/tmp/flow_cache \
-  --set loop.steps="$STEPS" --set loop.batch_size=8 --set loop.lr=3.0e-4 \
-  --set 'loop.lr_decay_steps=[2000,2600]' --set loop.checkpoint_every=250 --set loop.log_every=50 \
+  --set loop.steps="$STEPS" --set loop.batch_size=8 --set loop.lr="$LR" "${INIT_SET[@]}" \
+  --set "loop.lr_decay_steps=$DECAY" --set loop.checkpoint_every=250 --set loop.log_every=50 \
   --set loop.progress=false --set loop.deterministic=false 2>&1 | tee "$OUT/train.log"
