@@ -40,6 +40,6 @@ python3 -m medistill.cli.main train student --config cpu-64 --out "$OUT/student"
   --set distill.mode=l1 --set distill.teacher=optimise --set distill.teacher_config=brain \
   --set 'distill.teacher_set=["deformable.levels=[2,1]","deformable.iterations=[80,40]"]' \
   --set distill.teacher_batch=50 --set distill.cache=/tmp/flow_cache \
-  --set loop.steps="$STEPS" --set loop.batch_size=8 --set loop.lr="$LR" "${INIT_SET[@]}" \
+  --set loop.steps="$STEPS" --set loop.batch_size=8 --set loop.lr="$LR" ${INIT_SET[@]+"${INIT_SET[@]}"} \
   --set "loop.lr_decay_steps=$DECAY" --set loop.checkpoint_every=250 --set loop.log_every=50 \
   --set loop.progress=false --set loop.deterministic=false 2>&1 | tee "$OUT/train.log"

@@ -189,7 +189,8 @@ def box_sum(x: Tensor, window: int) -> Tensor:
     call costs ``ndim * (window - 1)`` additions per voxel. It equals
     ``avg_pool(x, window, stride=1, padding=window // 2) * window ** ndim`` up to float rounding,
     but on the CPU, where PyTorch's 3-D average pooling is slow, it is much faster (64^3, 2
-    threads, forward and backward: about 6x for a window of 3, 20x for 9).
+    threads, forward and backward, one run of ``benchmarks/kernels_ab.py``: 5x for a window of
+    3, 47x for 9). Half-precision inputs are summed in float32 and returned in their dtype.
 
     Args:
         x: ``(B, C, *S)`` values, ``S`` of 1 to 3 axes.
@@ -202,6 +203,8 @@ def box_sum(x: Tensor, window: int) -> Tensor:
         raise ValueError(f"box_sum(): window must be an odd size >= 1, got {window}")
     if window == 1:
         return x
+    if x.dtype in (torch.float16, torch.bfloat16):  # up to 729 terms: sum in float32
+        return _BoxSum.apply(x.float(), int(window)).to(x.dtype)
     return _BoxSum.apply(x, int(window))
 
 
@@ -273,6 +276,8 @@ def box_mean(x: Tensor, window: int, *, include_pad: bool = False) -> Tensor:
     Returns:
         ``(B, C, *S)`` box means.
     """
+    if x.dtype in (torch.float16, torch.bfloat16):  # the sums and the division in float32
+        return box_mean(x.float(), window, include_pad=include_pad).to(x.dtype)
     total = box_sum(x, window)
     nd = x.dim() - 2
     if include_pad:

@@ -4,6 +4,7 @@ pairs stay the same, and is rebuilt when the teacher checkpoint changes."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from medistill.registration.flowcache import build_flow_cache
@@ -193,7 +194,7 @@ def test_a_stopped_build_is_continued_not_restarted(tmp_path):
     else:
         raise AssertionError("the teacher was meant to stop the build")
     partial = [p for p in tmp_path.iterdir() if p.name.startswith("cache.building-")]
-    assert len(partial) == 1 and (partial[0] / "progress").read_text() == "2"
+    assert len(partial) == 1 and (partial[0] / "progress").read_text() == "4"  # pairs done
     calls.clear()
     stop_after = 0
     cache = build_flow_cache(tmp_path / "cache", teacher_key="t", **kwargs)
@@ -206,6 +207,19 @@ def test_a_stopped_build_is_continued_not_restarted(tmp_path):
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted(
         p.name for p in (tmp_path / "straight").iterdir()
     )
+    # continued with another batch size: it counts pairs, not batches
+    stop_after = 2
+    calls.clear()
+    try:
+        build_flow_cache(tmp_path / "rebatched", teacher_key="t", **kwargs)
+    except KeyboardInterrupt:
+        pass
+    stop_after = 0
+    calls.clear()
+    cache = build_flow_cache(tmp_path / "rebatched", teacher_key="t", **{**kwargs, "batch_size": 3})
+    assert calls == [3]  # pairs 4, 5 and 6
+    for i in range(7):
+        assert torch.equal(cache.get(i)["teacher_disp"], straight.get(i)["teacher_disp"]), i
     # another teacher: a partial build of the old one is not continued
     stop_after = 1
     calls.clear()
@@ -219,3 +233,50 @@ def test_a_stopped_build_is_continued_not_restarted(tmp_path):
     build_flow_cache(tmp_path / "other", teacher_key="t2", **kwargs)
     assert sum(calls) == 7
     assert not list(tmp_path.glob("other.building-*"))  # the stale partial build is removed
+
+
+def test_a_failing_teacher_leaves_nothing(tmp_path):
+    """An error (not an interruption) would come back at the same pair: nothing is kept."""
+    calls: list[int] = []
+
+    def teacher(fixed, moving):
+        calls.append(1)
+        if len(calls) > 1:
+            raise ValueError("teacher failed")
+        return torch.zeros(fixed.shape[0], 3, *fixed.shape[2:])
+
+    kwargs = dict(run_teacher=teacher, pair=_pair, pairs=4, shape=(8, 8, 8), source_key="toy",
+                  has_labels=False, batch_size=1)  # fmt: skip
+    with pytest.raises(ValueError, match="teacher failed"):
+        build_flow_cache(tmp_path / "cache", teacher_key="t", **kwargs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.lock"]  # an empty lock file
+
+
+def test_two_builders_of_one_cache_take_turns(tmp_path):
+    """Two processes (threads here) asking for the same cache at once: one builds it, the other
+    waits for the lock and then reuses it; the teacher runs once per pair."""
+    import threading
+
+    calls: list[int] = []
+
+    def teacher(fixed, moving):
+        calls.append(int(fixed.shape[0]))
+        return torch.zeros(fixed.shape[0], 3, *fixed.shape[2:])
+
+    kwargs = dict(run_teacher=teacher, pair=_pair, pairs=6, shape=(8, 8, 8), source_key="toy",
+                  has_labels=False, batch_size=1, teacher_key="t", wait_s=60)  # fmt: skip
+    errors = []
+
+    def run():
+        try:
+            build_flow_cache(tmp_path / "cache", **kwargs)
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and sum(calls) == 6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]

@@ -241,6 +241,16 @@ def test_box_mean_equals_average_pooling(window, size):
     torch.testing.assert_close(sums, box_mean(x, window, include_pad=True) * window ** len(size))
 
 
+def test_box_mean_of_half_precision_is_computed_in_float32():
+    """Half-precision inputs come back in their dtype, rounded once (not once per sum)."""
+    x = torch.rand(1, 1, 12, 12, 12, generator=torch.Generator().manual_seed(2))
+    for dtype in (torch.float16, torch.bfloat16):
+        out = box_mean(x.to(dtype), 9)
+        assert out.dtype == dtype
+        ref = box_mean(x.to(dtype).float(), 9).to(dtype)
+        assert torch.equal(out, ref)
+
+
 def test_box_sum_known_values_and_bad_window():
     """A unit impulse spreads over exactly one window-sized box; an even window is refused."""
     x = torch.zeros(1, 1, 7, 7, 7)

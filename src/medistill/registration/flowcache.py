@@ -11,13 +11,15 @@ interrupted) continues where it stopped the next time the same cache is asked fo
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
 import json
 import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -84,22 +86,21 @@ def _fill(
     shards: int,
     teacher_labels: bool,
     progress: bool,
-    done: int = 0,
+    first: int = 0,
     on_batch: Callable[[int], None] | None = None,
 ) -> None:
-    """Run the teacher over this rank's share of the pairs (batches ``rank::shards``), skipping
-    the first ``done`` of them; ``on_batch(k)`` after batch ``k`` (counted from 1) is written."""
-    starts = list(range(0, pairs, batch_size))[rank::shards]
+    """Run the teacher over this rank's share of the pairs (batches ``rank::shards``) from pair
+    ``first`` on (one process only); ``on_batch(n)`` once pairs ``0..n-1`` are written."""
+    starts = list(range(first, pairs, batch_size))[rank::shards]
     if shards > 1:
         log.info("teacher-flow cache: rank %d of %d runs %d batches", rank, shards, len(starts))
-    iterator = starts[done:]
+    iterator = starts
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(iterator, desc="teacher flows", unit="batch", initial=done,
-                        total=len(starts))  # fmt: skip
+        iterator = tqdm(starts, desc="teacher flows", unit="batch")
     images, flows, labels = arrays["images"], arrays["flows"], arrays.get("labels")
-    for k, start in enumerate(iterator, start=done + 1):
+    for start in iterator:
         idx = list(range(start, min(pairs, start + batch_size)))
         items = [pair(i) for i in idx]
         fixed = torch.stack([it["fixed"] for it in items])
@@ -120,7 +121,7 @@ def _fill(
             labels[rows, 0] = torch.stack([it["fixed_labels"][0] for it in items]).numpy()
             labels[rows, 1] = torch.stack([it["moving_labels"][0] for it in items]).numpy()
         if on_batch is not None:
-            on_batch(k)
+            on_batch(idx[-1] + 1)
 
 
 def build_flow_cache(
@@ -204,6 +205,47 @@ def build_flow_cache(
     shards = world if world > 1 and run_id else 1
     if shards == 1 and not build:  # the main process builds it alone
         return until(reuse, "the main process to build the cache")
+    build_args = dict(
+        until=until,
+        reuse=reuse,
+        run_teacher=run_teacher,
+        pair=pair,
+        pairs=pairs,
+        shape=shape,
+        has_labels=has_labels,
+        batch_size=batch_size,
+        progress=progress,
+        teacher_labels=teacher_labels,
+    )
+    if shards == 1:  # one builder per cache folder at a time; the others wait, then reuse it
+        lock = folder.with_name(folder.name + ".lock")
+        with _exclusive(lock, until):
+            cache = reuse() or _build(folder, key, 1, 0, run_id, **build_args)
+            # published: whoever waits finds the cache; after a failure the file stays, so that
+            # two later builders still meet on one lock
+            lock.unlink(missing_ok=True)
+        return cache
+    return _build(folder, key, shards, rank, run_id, **build_args)
+
+
+def _build(
+    folder: Path,
+    key: dict,
+    shards: int,
+    rank: int,
+    run_id: str,
+    *,
+    until: Callable,
+    reuse: Callable,
+    run_teacher: Callable[..., Tensor],
+    pair: Callable[[int], dict[str, Tensor]],
+    pairs: int,
+    shape: tuple[int, ...],
+    has_labels: bool,
+    batch_size: int,
+    progress: bool,
+    teacher_labels: bool,
+) -> FlowCache:
     ndim = len(shape)
     key_text = json.dumps(key, sort_keys=True)
     if shards > 1:
@@ -218,33 +260,34 @@ def build_flow_cache(
     }
     if has_labels:
         files["labels"] = (tmp / "labels.i16", np.int16, (pairs, 2, *shape))
-    done = 0
+    done = 0  # pairs 0..done-1 are in the maps (one process)
     arrays: dict[str, np.memmap] = {}
 
-    def record(k: int) -> None:  # after batch k is written: flush, then count it (atomically)
+    def record(n: int) -> None:  # after a batch is written: flush, then count it (atomically)
         nonlocal done
         for arr in arrays.values():
             arr.flush()
-        (tmp / "progress.tmp").write_text(str(k))
+        (tmp / "progress.tmp").write_text(str(n))
         os.replace(tmp / "progress.tmp", tmp / "progress")
-        done = k
+        done = n
 
     try:
         if main:
             done = _partial_build(tmp, key_text, files) if shards == 1 else 0
             if done:
                 arrays = {k: np.memmap(p, t, "r+", shape=sh) for k, (p, t, sh) in files.items()}
-                log.info("teacher-flow cache: continuing %s after %d batches", tmp, done)
+                log.info("teacher-flow cache: continuing %s after %d of %d pairs", tmp, done, pairs)
             else:
                 if tmp.exists():
                     shutil.rmtree(tmp)
-                if shards == 1:  # partial builds of this folder for another teacher or pairs
-                    for old in folder.parent.glob(f"{folder.name}.building-*"):
+                if shards == 1:  # under the lock: partial builds for another teacher or pairs
+                    for old in folder.parent.glob(f"{glob.escape(folder.name)}.building-*"):
                         if (old / "key.json").is_file():
                             log.info("teacher-flow cache: removing the stale partial %s", old)
                             shutil.rmtree(old, ignore_errors=True)
                 tmp.mkdir(parents=True)
-                (tmp / "key.json").write_text(key_text)
+                if shards == 1:
+                    (tmp / "key.json").write_text(key_text)
                 arrays = {k: np.memmap(p, t, "w+", shape=sh) for k, (p, t, sh) in files.items()}
             (tmp / "ready").write_text("ok")
         else:
@@ -260,7 +303,7 @@ def build_flow_cache(
             shards,
             has_labels and teacher_labels,
             progress and main,
-            done=done,
+            first=done,
             on_batch=record if shards == 1 else None,
         )
         for arr in arrays.values():
@@ -285,23 +328,52 @@ def build_flow_cache(
         for name in ("key.json", "progress", "ready"):
             (tmp / name).unlink(missing_ok=True)
         tmp.rename(folder)
-    except BaseException:
+    except BaseException as err:
         if main and tmp.exists():
-            if shards == 1 and done:  # the resume point of the next build of this cache
+            interrupted = isinstance(err, (KeyboardInterrupt, SystemExit))
+            if shards == 1 and done and interrupted:  # the next build of this cache continues
                 log.warning(
-                    "teacher-flow cache: stopped after %d batches; %s is kept and the next run "
-                    "with the same teacher and pairs continues it",
+                    "teacher-flow cache: stopped after %d of %d pairs; %s is kept and the next "
+                    "run with the same teacher and pairs continues it",
                     done,
+                    pairs,
                     tmp,
                 )
-            else:
+            else:  # an error would come back at the same pair: start clean next time
                 shutil.rmtree(tmp)
         raise
     return FlowCache(folder)
 
 
+@contextlib.contextmanager
+def _exclusive(lock: Path, until: Callable) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the file ``lock`` (waiting with ``until``); without
+    ``fcntl`` (not POSIX) no lock is taken."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+
+        def take() -> bool:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            return True
+
+        until(take, f"another process building {lock.with_suffix('')}")
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _partial_build(tmp: Path, key_text: str, files: dict) -> int:
-    """Batches done by an earlier build in ``tmp`` of the cache keyed ``key_text`` (0: none, or
+    """Pairs done by an earlier build in ``tmp`` of the cache keyed ``key_text`` (0: none, or
     one of another key or with files of other sizes)."""
     try:
         if (tmp / "key.json").read_text() != key_text:

@@ -5,6 +5,7 @@ batches are reproducible and the teacher-flow cache can name a pair by its index
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ from medistill.data.synthesis import random_deform
 from medistill.errors import InputError
 from medistill.registration.config import DataConfig
 from medistill.seeding import stream
+
+log = logging.getLogger(__name__)
 
 
 def pair_generator(seed: int, index: int) -> torch.Generator:
@@ -209,6 +212,13 @@ def load_label_maps(
     if holdout and folder.is_dir() and len(label_map_files(folder)) >= MIN_LABEL_MAPS:
         files = split_label_maps(folder)[0]
     else:
+        if folder.is_dir() and len(label_map_files(folder)) >= MIN_LABEL_MAPS:
+            log.warning(
+                "data.holdout false: training reads all %d label maps of %s; none of them may "
+                "be an evaluation subject",
+                len(label_map_files(folder)),
+                folder,
+            )
         files = [s.image for s in sources_from_folder(folder)]
     maps = []
     for path in files:
