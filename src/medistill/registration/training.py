@@ -245,8 +245,8 @@ def train(
     _check(cfg, role)
     source = build_pair_source(cfg.data)
     if cfg.data.source == "labelmaps":
-        held = "the folder's held-out maps excluded" if cfg.data.holdout else "data.holdout false"
-        log.info("training pairs from %d label maps of %s (%s)", source.count, cfg.data.path, held)
+        held = "" if cfg.data.holdout else " (data.holdout false: every map)"
+        log.info("training pairs from %d label maps of %s%s", source.count, cfg.data.path, held)
     cache = None
     if role == "student" and cfg.distill.mode in ("l1", "aldk"):
         cache = teacher_flow_cache(cfg, source, out)
