@@ -209,17 +209,18 @@ def load_label_maps(
     from medistill.io import WorkingGrid, load
 
     folder = Path(folder)
-    if holdout and folder.is_dir() and len(label_map_files(folder)) >= MIN_LABEL_MAPS:
+    splittable = folder.is_dir() and len(label_map_files(folder)) >= MIN_LABEL_MAPS
+    if splittable and holdout:
         files = split_label_maps(folder)[0]
     else:
-        if folder.is_dir() and len(label_map_files(folder)) >= MIN_LABEL_MAPS:
+        files = [s.image for s in sources_from_folder(folder)]
+        if splittable:
             log.warning(
                 "data.holdout false: training reads all %d label maps of %s; none of them may "
                 "be an evaluation subject",
-                len(label_map_files(folder)),
+                len(files),
                 folder,
             )
-        files = [s.image for s in sources_from_folder(folder)]
     maps = []
     for path in files:
         labels = load(path, is_label=True)
