@@ -197,12 +197,17 @@ def optimiser_runner(subjects: list, overrides: list[str]) -> Runner:
     return run
 
 
-def network_runner(subjects: list, checkpoint: Path, refine: int) -> Runner:
+def network_runner(
+    subjects: list, checkpoint: Path, refine: int, level: int = 1, overrides: list[str] = ()
+) -> Runner:
     """A registration checkpoint on native grids (``medistill register``'s pipeline), optionally
-    refined by ``refine`` optimiser iterations (``brain`` preset's deformable settings)."""
+    refined by ``refine`` optimiser iterations (the ``refine`` preset with ``overrides``) at
+    pyramid factor ``level`` of its working grid."""
+    from medistill.optimise import load_optimise_config
     from medistill.registration.methods import network_registrar
 
-    registrar = network_registrar(checkpoint, refine=refine)[0]
+    cfg = load_optimise_config("refine", list(overrides))
+    registrar = network_registrar(checkpoint, refine=refine, refine_cfg=cfg, refine_level=level)[0]
 
     def run(f: int, m: int) -> tuple[np.ndarray, np.ndarray, float]:
         fixed, moving = subjects[f], subjects[m]
@@ -248,6 +253,13 @@ def main() -> int:
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="optimiser config override"
     )
+    parser.add_argument(
+        "--refine-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="optimiser config override of the --refine rows (e.g. deformable.weight=3)",
+    )
     parser.add_argument("--name", default="optimiser", help="table name of the optimiser row")
     parser.add_argument(
         "--model",
@@ -257,7 +269,10 @@ def main() -> int:
         help="a registration checkpoint row (repeat); with --refine also refined rows",
     )
     parser.add_argument(
-        "--refine", default="", help="comma-separated optimiser iteration counts for --model rows"
+        "--refine",
+        default="",
+        help="comma-separated optimiser iteration counts for --model rows; N@F runs N at "
+        "pyramid factor F of the working grid (a coarse correction; default F=1)",
     )
     args = parser.parse_args()
 
@@ -291,12 +306,18 @@ def main() -> int:
         args.name: lambda: optimiser_runner(subjects, args.set),
     }
     keys = dict(zip(builders, ROWS, strict=True))
-    refines = [0] + [int(n) for n in args.refine.split(",") if n.strip()]
+    refines = [(0, 1)] + [
+        (int(n.partition("@")[0]), int(n.partition("@")[2] or 1))
+        for n in args.refine.split(",")
+        if n.strip()
+    ]
     for item in args.model:
         name, _, ckpt = item.partition("=")
-        for n in refines:
-            row = name if n == 0 else f"{name} +{n} refine"
-            builders[row] = lambda c=Path(ckpt), n=n: network_runner(subjects, c, n)
+        for n, level in refines:
+            row = name if n == 0 else f"{name} +{n} refine" + (f" @1/{level}" if level > 1 else "")
+            builders[row] = lambda c=Path(ckpt), n=n, f=level: network_runner(
+                subjects, c, n, f, args.refine_set
+            )
             keys[row] = row
             wanted.add(_key(row))
     command = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).as_posix(), *sys.argv[1:]])

@@ -204,3 +204,64 @@ def test_grid_that_does_not_divide_is_refused():
     img = torch.rand(1, 1, 30, 30, 30)
     with pytest.raises(InputError, match="pyramid level"):
         optimise(img, img)
+
+
+def _eye() -> torch.Tensor:
+    return torch.cat([torch.eye(3), torch.zeros(3, 1)], 1)[None]
+
+
+def test_residual_coarse_refinement_keeps_the_fine_start_and_adds_the_shift():
+    """A level-2 residual refinement adds a smooth correction that recovers a known shift and
+    keeps the start's voxel-scale pattern; a non-residual level-2 start loses that pattern."""
+    fixed = _textured()
+    shift = torch.zeros(1, 3, *SHAPE)
+    shift[:, 0] = 2.0
+    moving = warp(fixed, shift)  # moving(y) = fixed(y + 2 e0): the answer is disp = -2 e0
+    idx = identity_grid(SHAPE, dtype=torch.float32).sum(0)
+    pattern = 0.3 * (1 - 2 * (idx.long() % 2)).float()  # +-0.3 voxel checkerboard
+    init = pattern.expand(1, 3, *SHAPE).clone()
+    cfg = OptimiseConfig()
+    cfg.deformable.levels = (2,)
+    cfg.deformable.iterations = (80,)
+    cfg.deformable.weight = 0.1
+    cfg.deformable.window = 5
+    res = optimise(fixed, moving, cfg, init_matrix=_eye(), init_field=init, residual=True)
+    inside = (fixed[0, 0] > 0.2)[None].expand(3, -1, -1, -1)
+    correction = (res.field - init)[0]
+    assert abs(float(correction[0][inside[0]].mean()) + 2.0) < 0.4
+    # the correction lives on the coarse grid: no checkerboard in it, the start's is kept
+    assert abs(float((correction * pattern).mean() / (pattern * pattern).mean())) < 0.05
+    plain = optimise(fixed, moving, cfg, init_matrix=_eye(), init_field=init)
+    kept = float((plain.field[0] * pattern).mean() / (pattern * pattern).mean())
+    assert abs(kept) < 0.2  # downsampled then upsampled: the pattern is (mostly) gone
+    cfg.deformable.iterations = (0,)
+    same = optimise(fixed, moving, cfg, init_matrix=_eye(), init_field=init, residual=True)
+    assert torch.equal(same.field, init)
+
+
+def test_residual_needs_a_dense_stage():
+    cfg = OptimiseConfig()
+    cfg.deformable.kind = "svf"
+    init = torch.zeros(1, 3, *SHAPE)
+    with pytest.raises(InputError, match="dense"):
+        optimise(_phantom(), _phantom(), cfg, init_matrix=_eye(), init_field=init, residual=True)
+
+
+def test_refined_field_runs_at_the_asked_level_from_the_refine_preset():
+    from medistill.optimise import load_optimise_config, refined_field
+
+    refine, brain = load_optimise_config("refine"), load_optimise_config("brain")
+    assert refine.deformable.weight > brain.deformable.weight  # smoother at full resolution
+    fixed = _textured()
+    shift = torch.zeros(1, 3, *SHAPE)
+    shift[:, 0] = 2.0
+    moving = warp(fixed, shift)
+    start = torch.zeros(1, 3, *SHAPE)
+    start[:, 1] = 0.5  # half a voxel off along axis 1
+    for level in (1, 2):
+        field = refined_field(lambda f, m: start, None, 60, level=level)(fixed, moving)
+        inside = fixed[0, 0] > 0.2
+        assert abs(float(field[0, 0][inside].mean()) + 2.0) < 0.5, level
+    assert torch.equal(refined_field(lambda f, m: start, None, 0, level=2)(fixed, moving), start)
+    with pytest.raises(InputError, match="level"):
+        refined_field(lambda f, m: start, None, 5, level=0)

@@ -9,11 +9,12 @@ from medistill.errors import InputError
 METHODS = ("network", "optimise")
 
 
-def optimise_config(config: str | None, set_: list[str] | None):
-    """The optimiser's settings from ``--config`` (default preset ``brain``) and ``--set``."""
+def optimise_config(config: str | None, set_: list[str] | None, *, default: str = "brain"):
+    """The optimiser's settings from ``--config`` (default: preset ``default``; ``refine`` for
+    ``--refine``) and ``--set``."""
     from medistill.optimise import load_optimise_config
 
-    return load_optimise_config(config or "brain", set_ or [])
+    return load_optimise_config(config or default, set_ or [])
 
 
 def check_method(
@@ -55,7 +56,7 @@ def network_registrar(
     from medistill.registration.methods import network_registrar as build
 
     model = resolve_model(model)
-    refine_cfg = optimise_config(config, set_) if refine else None
+    refine_cfg = optimise_config(config, set_, default="refine") if refine else None
     return build(model, refine=refine, refine_cfg=refine_cfg, engine=engine)
 
 

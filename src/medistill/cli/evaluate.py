@@ -54,7 +54,10 @@ def evaluate(
     ] = "network",
     config: Annotated[
         str | None,
-        typer.Option(help="Registration optimiser: preset (brain, fast, multimodal) or YAML."),
+        typer.Option(
+            help="Registration optimiser: preset (brain, fast, multimodal, refine) or YAML; "
+            "default brain (refine with --refine)."
+        ),
     ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override an optimiser setting.")

@@ -45,7 +45,10 @@ def register(
     initial: Annotated[str, typer.Option(help="'com' (match centres of mass) or 'none'.")] = "com",
     config: Annotated[
         str | None,
-        typer.Option(help="Optimiser preset (brain, fast, multimodal) or YAML; default brain."),
+        typer.Option(
+            help="Optimiser preset (brain, fast, multimodal, refine) or YAML; default brain "
+            "(refine with --refine)."
+        ),
     ] = None,
     set_: Annotated[
         list[str] | None,

@@ -2,7 +2,9 @@
 
 Presets (``medistill register --method optimise --config NAME``): ``brain`` (the default: skull-
 stripped brain MRI of any common contrast), ``fast`` (fewer iterations, for quick looks and
-tests), ``multimodal`` (mutual information for images of different contrasts).
+tests), ``multimodal`` (mutual information for images of different contrasts), ``refine``
+(test-time refinement of a network's field, ``--refine N``: a stronger diffusion weight for
+full-resolution steps).
 """
 
 from __future__ import annotations

@@ -229,13 +229,17 @@ def _deformable_stage(
     dice_weight: float,
     init: Tensor | None,
     bar,
+    residual: bool = False,
 ) -> tuple[Tensor, Tensor]:
     shape = fixed.shape[2:]
     b, nd = fixed.shape[0], fixed.dim() - 2
     mode = "trilinear" if nd == 3 else "bilinear"
     last = fixed.new_zeros(b)
     param: Tensor | None = None
-    if init is not None:
+    base: Tensor | None = None
+    if init is not None and residual:
+        base = init.detach()  # kept at full resolution; the levels optimise a correction
+    elif init is not None:
         param = init.detach().clone()
     if cfg.kind == "none":
         field = param if param is not None else fixed.new_zeros(b, nd, *shape)
@@ -255,13 +259,17 @@ def _deformable_stage(
             param = F.interpolate(param, size=size, mode=mode, align_corners=True)
         p = torch.nn.Parameter(param.contiguous())
         opt = torch.optim.Adam([p], lr=cfg.lr)
+        base_l = None
+        if base is not None:
+            same = tuple(base.shape[2:]) == size
+            base_l = base if same else F.interpolate(base, size=size, mode=mode, align_corners=True)
         f_l, m_l = _down(fixed, factor, size), _down(moving, factor, size)
         lab = None
         if labels is not None and dice_weight > 0:
             lab = (_down(labels[0], factor, size), _down(labels[1], factor, size))
         local = LocalNCC(f_l, cfg.window) if cfg.similarity == "lncc" else None
         for _ in range(int(iterations)):
-            u = field_of(p, ratio)
+            u = field_of(p, ratio) if base_l is None else base_l + p
             coords = compose_affine_field(matrix, u, ratio) / ratio
             warped = resample(m_l, coords)
             if local is not None:
@@ -280,6 +288,8 @@ def _deformable_stage(
         if tuple(param.shape[2:]) != tuple(shape):
             param = F.interpolate(param, size=tuple(shape), mode=mode, align_corners=True)
         u = field_of(param, torch.ones_like(_ratios(shape, shape, fixed)))
+        if base is not None:
+            u = base + param
     return u, last
 
 
@@ -292,6 +302,7 @@ def optimise(
     moving_labels: Tensor | None = None,
     init_matrix: Tensor | None = None,
     init_field: Tensor | None = None,
+    residual: bool = False,
     progress: bool = False,
 ) -> OptimiseResult:
     """Register each moving image of the batch to its fixed image by optimisation.
@@ -306,6 +317,11 @@ def optimise(
         init_matrix: ``(B, ndim, ndim + 1)`` affine to start from; with it the affine stage is
             skipped (e.g. refinement of a network's result).
         init_field: ``(B, ndim, *S)`` deformable field to start from (working voxels).
+        residual: with ``init_field`` and ``cfg.deformable.kind == "dense"``: keep
+            ``init_field`` at full resolution and optimise a correction added to it at each
+            pyramid level (the field is ``init_field + upsampled correction``), so a coarse
+            level refines the start without smoothing away its fine detail. Without it a coarse
+            level starts from ``init_field`` downsampled and returns that, upsampled.
         progress: show a progress bar (tqdm) over all iterations.
 
     Returns:
@@ -332,6 +348,8 @@ def optimise(
         raise InputError(
             f"optimise(): init_field must be {(b, nd, *shape)}, got {tuple(init_field.shape)}"
         )
+    if residual and cfg.deformable.kind != "dense":
+        raise InputError("optimise(): residual refinement needs deformable.kind dense")
     a, d = cfg.affine, cfg.deformable
     total = (0 if init_matrix is not None or a.kind == "none" else sum(a.iterations)) + (
         0 if d.kind == "none" else sum(d.iterations)
@@ -347,7 +365,15 @@ def optimise(
         else:
             matrix, last = _affine_stage(a, fixed, moving, labels, cfg.privileged.dice_weight, bar)
         field, last_d = _deformable_stage(
-            d, matrix, fixed, moving, labels, cfg.privileged.dice_weight, init_field, bar
+            d,
+            matrix,
+            fixed,
+            moving,
+            labels,
+            cfg.privileged.dice_weight,
+            init_field,
+            bar,
+            residual=residual,
         )
     if d.kind != "none":
         last = last_d

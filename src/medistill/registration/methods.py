@@ -31,12 +31,13 @@ def network_registrar(
     *,
     refine: int = 0,
     refine_cfg: OptimiseConfig | None = None,
+    refine_level: int = 1,
     engine: str = "torch",
 ) -> tuple[Registrar, int, str, int]:
     """``(registrar, ndim, description, params)`` for a checkpoint (``engine="torch"``) or an
     ONNX export (``engine="onnx"``, run by onnxruntime), optionally refined by ``refine``
-    optimiser iterations with ``refine_cfg`` (at the network's working resolution, from its
-    field: :func:`medistill.optimise.refined_field`).
+    optimiser iterations with ``refine_cfg`` (from its field, at pyramid factor
+    ``refine_level`` of the network's working grid: :func:`medistill.optimise.refined_field`).
 
     Raises:
         InputError: an unknown engine, an ONNX engine without an ``.onnx`` file, or a checkpoint
@@ -63,7 +64,7 @@ def network_registrar(
     if refine:
         from medistill.optimise import refined_field
 
-        field = refined_field(field, refine_cfg, refine)
+        field = refined_field(field, refine_cfg, refine, level=refine_level)
 
     def registrar(
         fixed: Image,
@@ -84,7 +85,9 @@ def network_registrar(
             outputs=outputs,
         )
 
-    role += f" + {refine} refinement iterations" if refine else ""
+    if refine:
+        role += f" + {refine} refinement iterations"
+        role += f" at 1/{refine_level} resolution" if refine_level > 1 else ""
     return registrar, len(shape), role, int(params)
 
 
