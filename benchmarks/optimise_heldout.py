@@ -243,7 +243,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT / "runs" / "heldout_pairs")
     parser.add_argument("--labelmaps", type=Path, default=LABELMAPS)
-    parser.add_argument("--contrast", choices=("t1", "random"), default="t1")
+    parser.add_argument("--contrast", choices=("t1", "t2", "random"), default="t1")
     parser.add_argument("--spacing", type=float, default=2.0, help="voxel size of the pairs (mm)")
     parser.add_argument("--seed", type=int, default=0, help="pairs' seed (and ANTs' random seed)")
     parser.add_argument("--threads", type=int, default=2, help="torch and ITK threads")

@@ -96,8 +96,36 @@ def test_heldout_pairs_are_deterministic(pairs_csv, tmp_path):
         np.testing.assert_array_equal(a.affine, b.affine)
 
 
+@pytest.mark.shared_data
+@needs_maps
+def test_t2_pairs_are_the_t1_pairs_with_fluid_bright(pairs_csv, tmp_path):
+    """Same seed: the same subjects, grids, offsets and labels as the t1 pairs; the image has T2
+    contrast (CSF > GM > WM) where the t1 image has T1 contrast."""
+    t2 = make_heldout_pairs(LABELMAPS, tmp_path, spacing=3.0, seed=3, subjects=2, contrast="t2")
+    from scipy import ndimage
+
+    from medistill.io import load
+
+    for name in ("sub16", "sub17"):
+        a, b = (load(d / f"{name}.nii.gz") for d in (pairs_csv.parent, t2.parent))
+        lab_a, lab = (
+            load(d / f"{name}_seg.nii.gz", is_label=True) for d in (pairs_csv.parent, t2.parent)
+        )
+        np.testing.assert_array_equal(lab_a.data, lab.data)
+        np.testing.assert_allclose(a.affine, b.affine, atol=1e-6)
+        lab = lab.data
+        # away from the brain's edge: the cortex' partial volume with the (zero) background
+        # darkens its rim in both contrasts
+        inner = ndimage.binary_erosion(lab > 0)
+        csf, gm, wm = (np.isin(lab, v) & inner for v in ((4, 43), (3, 42), (2, 41)))
+        t1_means = [float(a.data[m].mean()) for m in (csf, gm, wm)]
+        t2_means = [float(b.data[m].mean()) for m in (csf, gm, wm)]
+        assert t1_means[0] < t1_means[1] < t1_means[2]
+        assert t2_means[0] > t2_means[1] > t2_means[2]
+
+
 def test_heldout_pairs_reject_bad_arguments(tmp_path):
     with pytest.raises(InputError, match="contrast"):
-        make_heldout_pairs(tmp_path, tmp_path / "out", contrast="t2")
+        make_heldout_pairs(tmp_path, tmp_path / "out", contrast="flair")
     with pytest.raises(InputError, match="spacing"):
         make_heldout_pairs(tmp_path, tmp_path / "out", spacing=0)

@@ -38,7 +38,7 @@ HELDOUT_COUNT = 5
 """Number of label maps held out (the last ones by file name)."""
 MIN_LABEL_MAPS = HELDOUT_COUNT + 2
 """Fewest label maps a folder must hold for the split (at least 2 remain for training)."""
-CONTRASTS = ("t1", "random")
+CONTRASTS = ("t1", "t2", "random")
 MANIFEST = "heldout.json"
 """File beside ``pairs.csv`` recording the parameters and per-subject offsets."""
 
@@ -140,13 +140,14 @@ def _read_label_map(path: Path) -> Image:
 
 def _synthesise(labels: np.ndarray, contrast: str, seed: int) -> np.ndarray:
     """A skull-stripped image in [0, 1] (background 0) from an int label map, float32."""
-    from medistill.data.synthesis import synth_image_from_labels
-    from medistill.labeltransfer.data import synth_t1_like
+    from medistill.data.synthesis import synth_image_from_labels, synth_t1_like, synth_t2_like
 
     gen = torch.Generator().manual_seed(seed)
     tensor = torch.from_numpy(labels.astype(np.int64))[None, None]
     if contrast == "t1":
         image = synth_t1_like(tensor, gen)
+    elif contrast == "t2":
+        image = synth_t2_like(tensor, gen)
     else:
         image = synth_image_from_labels(tensor, generator=gen, zero_background=True).float()
         image = image * (tensor != 0)
@@ -219,7 +220,9 @@ def make_heldout_pairs(
        500-999 and the outer CSF 24); only brain structures remain, as integers;
     2. a skull-stripped image is synthesised on the 1 mm grid cropped to the brain's bounding box
        plus ``margin_mm``: ``contrast="t1"`` gives a T1-like image
-       (:func:`medistill.labeltransfer.data.synth_t1_like`), ``"random"`` a random intensity per
+       (:func:`medistill.data.synthesis.synth_t1_like`), ``"t2"`` a T2-like one
+       (:func:`~medistill.data.synthesis.synth_t2_like`: the same random draws as ``"t1"`` for
+       the same seed, only the tissue means differ), ``"random"`` a random intensity per
        label (:func:`medistill.data.synth_image_from_labels`), background 0, values in [0, 1];
     3. image (Gaussian anti-aliasing, linear) and labels (nearest) are resampled to ``spacing``
        mm voxels along the original array axes (orientation kept; about 70x75x100 voxels at 2 mm
@@ -239,7 +242,7 @@ def make_heldout_pairs(
     Args:
         folder: folder of label maps (e.g. ``../shared/data/labelmaps``); never modified.
         out: output folder (created).
-        contrast: ``"t1"`` or ``"random"``.
+        contrast: ``"t1"``, ``"t2"`` or ``"random"``.
         spacing: isotropic output voxel size in mm (> 0).
         seed: random seed of the synthesis and the offsets.
         max_offset_mm: bound of each subject's world translation in mm.

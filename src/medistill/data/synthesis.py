@@ -42,6 +42,7 @@ __all__ = [
     "TISSUE_MEANS",
     "TISSUE_TO_OASIS",
     "WHITE_MATTER",
+    "T2_TISSUE_MEANS",
     "SynthPairGenerator",
     "aseg_to_tissue",
     "gaussian_blur",
@@ -51,6 +52,7 @@ __all__ = [
     "random_intensity_augment",
     "synth_image_from_labels",
     "synth_t1_like",
+    "synth_t2_like",
     "tissue_to_oasis",
 ]
 
@@ -109,6 +111,10 @@ as a coarse check (brain mask and bright/dark tissue), not as a tissue segmentat
 TISSUE_MEANS = {0: 0.0, 1: 0.25, 2: 0.6, 3: 0.85}
 """T1-like mean intensity of each tissue class (background, CSF, GM, WM), close to the embedded
 MNI atlas' class means on its working grid (0, 0.28, 0.61, 0.84)."""
+
+T2_TISSUE_MEANS = {0: 0.0, 1: 0.9, 2: 0.55, 3: 0.35}
+"""T2-like mean intensity of each tissue class (background, CSF, GM, WM): the T1 order reversed,
+fluid brightest, white matter darkest."""
 
 
 # ----------------------------------------------------------------------------- label mapping
@@ -455,6 +461,7 @@ def synth_t1_like(
     *,
     scheme: str = "aseg",
     jitter: float = 0.05,
+    tissue_means: Mapping[int, float] | None = None,
 ) -> Tensor:
     """A skull-stripped T1-like image from a FreeSurfer-style (or tissue) label map.
 
@@ -469,21 +476,24 @@ def synth_t1_like(
             note aseg 2 is white and 3 grey matter) or ``"tissue"`` (0 background, 1 CSF, 2 GM,
             3 WM already).
         jitter: bound of the per-label mean jitter.
+        tissue_means: class -> mean intensity for classes 0-3 (default :data:`TISSUE_MEANS`;
+            :func:`synth_t2_like` passes :data:`T2_TISSUE_MEANS`).
 
     Returns:
         ``(B, 1, *S)`` float32 image in [0, 1].
     """
+    tissue_means = TISSUE_MEANS if tissue_means is None else tissue_means
     if scheme not in ("aseg", "tissue"):
         raise InputError(f"synth_t1_like(): 'scheme' must be 'aseg' or 'tissue', got {scheme!r}")
     values = [int(v) for v in torch.unique(labels).tolist()]
     if scheme == "aseg":
         classes = [int(c) for c in np.asarray(aseg_to_tissue(np.array(values)))]
     else:
-        classes = [v if v in TISSUE_MEANS else 0 for v in values]
+        classes = [v if v in tissue_means else 0 for v in values]
     means = {}
     for v, tissue in zip(values, classes, strict=True):
         shift = (torch.rand((), generator=generator).item() * 2 - 1) * jitter
-        means[v] = 0.0 if v == 0 else TISSUE_MEANS[tissue] + shift
+        means[v] = 0.0 if v == 0 else tissue_means[tissue] + shift
     image = synth_image_from_labels(
         labels,
         generator=generator,
@@ -496,6 +506,20 @@ def synth_t1_like(
         zero_background=True,
     ).float()
     return image * (labels != 0)  # skull-stripped: background exactly 0
+
+
+def synth_t2_like(
+    labels: Tensor,
+    generator: torch.Generator | None = None,
+    *,
+    scheme: str = "aseg",
+    jitter: float = 0.05,
+) -> Tensor:
+    """A skull-stripped T2-like image (fluid bright, white matter dark: :data:`T2_TISSUE_MEANS`),
+    otherwise as :func:`synth_t1_like`; ``(B, 1, *S)`` labels -> float32 image in [0, 1]."""
+    return synth_t1_like(
+        labels, generator, scheme=scheme, jitter=jitter, tissue_means=T2_TISSUE_MEANS
+    )
 
 
 def random_intensity_augment(
