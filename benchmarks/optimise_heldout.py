@@ -365,6 +365,7 @@ def main() -> int:
                 "threads": args.threads,
                 "pairs_csv": str(csv_path),
                 "optimiser_overrides": args.set,
+                "refine_overrides": args.refine_set,
                 "notes": notes,
                 "rows": summary,
             },

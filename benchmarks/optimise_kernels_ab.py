@@ -66,6 +66,14 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=10, help="use the first N pairs")
     parser.add_argument("--model", type=Path, default=None, help="a registration checkpoint")
     parser.add_argument("--refine", type=int, default=20, help="refinement iterations (--model)")
+    parser.add_argument(
+        "--refine-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override of the refinement's `refine` preset (the rows of 2026-11-30 in "
+        "docs/RESULTS.md ran with deformable.weight=1, the default then)",
+    )
     args = parser.parse_args()
     if not args.data.is_file():
         print(f"skipped: {args.data} not found (make it with benchmarks/optimise_heldout.py)")
@@ -79,9 +87,10 @@ def main() -> int:
     subjects = [load_subject(s) for s in sources]
     rows = {"optimiser (brain)": optimiser_registrar(load_optimise_config(None, []))}
     if args.model is not None:
-        rows[f"network + {args.refine} refine"] = network_registrar(args.model, refine=args.refine)[
-            0
-        ]
+        refine_cfg = load_optimise_config("refine", args.refine_set)
+        rows[f"network + {args.refine} refine"] = network_registrar(
+            args.model, refine=args.refine, refine_cfg=refine_cfg
+        )[0]
     kernels = {
         "now": (similarity._box, core.gaussian_blur),
         "before": (pooled_mean, conv_blur),

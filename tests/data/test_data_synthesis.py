@@ -330,3 +330,16 @@ def test_synth_t1_like_is_importable_from_the_task_module_and_data():
     from medistill.labeltransfer.data import synth_t1_like as task_synth
 
     assert task_synth is synth_t1_like
+
+
+def test_synth_t2_like_reverses_the_t1_tissue_order():
+    from medistill.data.synthesis import synth_t1_like, synth_t2_like
+
+    tissue = torch.zeros(1, 1, 48, 48, dtype=torch.int64)
+    for k, value in enumerate((1, 2, 3, 1, 2, 3)):  # CSF, GM, WM
+        tissue[..., 6:42, 6 + 6 * k : 12 + 6 * k] = value
+    t1 = synth_t1_like(tissue, torch.Generator().manual_seed(0), scheme="tissue")
+    t2 = synth_t2_like(tissue, torch.Generator().manual_seed(0), scheme="tissue")
+    assert t1[tissue == 1].mean() < t1[tissue == 2].mean() < t1[tissue == 3].mean()
+    assert t2[tissue == 1].mean() > t2[tissue == 2].mean() > t2[tissue == 3].mean()
+    assert float(t2[tissue == 0].abs().max()) == 0.0

@@ -278,11 +278,6 @@ def test_synthesised_images_are_t1_like_and_skull_stripped():
         tissue[..., 6:42, 6 + 6 * k : 12 + 6 * k] = value
     image = synth_t1_like(tissue, torch.Generator().manual_seed(0), scheme="tissue")
     assert image[tissue == 1].mean() < image[tissue == 2].mean() < image[tissue == 3].mean()
-    from medistill.data.synthesis import synth_t2_like
-
-    image = synth_t2_like(tissue, torch.Generator().manual_seed(0), scheme="tissue")
-    assert image[tissue == 1].mean() > image[tissue == 2].mean() > image[tissue == 3].mean()
-    assert float(image[tissue == 0].abs().max()) == 0.0
 
 
 class _RecordingContext:

@@ -248,20 +248,36 @@ def test_residual_needs_a_dense_stage():
 
 
 def test_refined_field_runs_at_the_asked_level_from_the_refine_preset():
+    """``cfg=None`` is the ``refine`` preset (not the dataclass defaults); both levels recover a
+    known shift; ``level=2`` adds a coarse correction to the start (its voxel-scale pattern
+    kept), ``level=1`` optimises every voxel (the smoothness term takes the pattern away)."""
     from medistill.optimise import load_optimise_config, refined_field
 
-    refine, brain = load_optimise_config("refine"), load_optimise_config("brain")
-    assert refine.deformable.weight > brain.deformable.weight  # smoother at full resolution
     fixed = _textured()
     shift = torch.zeros(1, 3, *SHAPE)
     shift[:, 0] = 2.0
     moving = warp(fixed, shift)
-    start = torch.zeros(1, 3, *SHAPE)
-    start[:, 1] = 0.5  # half a voxel off along axis 1
+    smooth = torch.zeros(1, 3, *SHAPE)
+    smooth[:, 1] = 0.5  # half a voxel off along axis 1
+    inside = fixed[0, 0] > 0.2
     for level in (1, 2):
-        field = refined_field(lambda f, m: start, None, 60, level=level)(fixed, moving)
-        inside = fixed[0, 0] > 0.2
+        field = refined_field(lambda f, m: smooth, None, 60, level=level)(fixed, moving)
         assert abs(float(field[0, 0][inside].mean()) + 2.0) < 0.5, level
-    assert torch.equal(refined_field(lambda f, m: start, None, 0, level=2)(fixed, moving), start)
+        assert abs(float(field[0, 1][inside].mean())) < 0.3, level
+    default = refined_field(lambda f, m: smooth, None, 20)(fixed, moving)
+    preset = refined_field(lambda f, m: smooth, load_optimise_config("refine"), 20)(fixed, moving)
+    weaker = refined_field(lambda f, m: smooth, OptimiseConfig(), 20)(fixed, moving)  # weight 1
+    assert torch.equal(default, preset) and not torch.equal(default, weaker)
+
+    idx = identity_grid(SHAPE, dtype=torch.float32).sum(0)
+    pattern = 0.3 * (1 - 2 * (idx.long() % 2)).float()  # +-0.3 voxel checkerboard
+    rough = pattern.expand(1, 3, *SHAPE).clone()
+    kept = []
+    for level in (1, 2):
+        field = refined_field(lambda f, m: rough, None, 20, level=level)(fixed, moving)
+        kept.append(float(((field - rough)[0] * pattern).mean() / (pattern**2).mean()))
+    assert abs(kept[1]) < 0.05  # level 2: the correction has no voxel-scale part
+    assert kept[0] < -0.2  # level 1: much of the checkerboard is smoothed away
+    assert torch.equal(refined_field(lambda f, m: rough, None, 0, level=2)(fixed, moving), rough)
     with pytest.raises(InputError, match="level"):
-        refined_field(lambda f, m: start, None, 5, level=0)
+        refined_field(lambda f, m: rough, None, 5, level=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Sequence
 
@@ -164,7 +165,8 @@ def refined_field(
         raise InputError("refinement needs a deformable stage (deformable.kind dense or svf)")
     ocfg = dataclasses.replace(
         base,
-        grid=dataclasses.replace(base.grid, multiple=max(int(level), base.grid.multiple)),
+        grid=dataclasses.replace(base.grid, multiple=math.lcm(int(level), base.grid.multiple)),
+        affine=dataclasses.replace(base.affine, levels=(1,), iterations=(0,)),  # not run
         deformable=dataclasses.replace(
             base.deformable, kind="dense", levels=(int(level),), iterations=(int(iterations),)
         ),
