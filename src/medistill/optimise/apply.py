@@ -152,9 +152,9 @@ def refined_field(
 
     ``level`` is the pyramid factor the steps run at: 1 optimises the field at full working
     resolution; 2 or 4 optimise a correction on a grid 2 or 4 times coarser per axis, added to
-    the network's full-resolution field (8 or 64 times fewer voxels per step: the low-frequency
-    errors, such as a poor affine part, at a fraction of the cost). The working grid's sizes
-    must be multiples of ``level``.
+    the network's full-resolution field (8 or 64 times fewer voxels per step; on the held-out
+    brain pairs it gains less than full-resolution steps: docs/RESULTS.md, "Refinement that
+    keeps the fields smooth"). The working grid's sizes must be multiples of ``level``.
     """
     base = validate(cfg) if cfg is not None else load_optimise_config("refine")
     if int(iterations) < 0:
