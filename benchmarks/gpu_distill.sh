@@ -9,15 +9,7 @@
 # the device check), AFFINE (data.augment_affine of the training pairs), INIT (a checkpoint whose
 # weights start the student: loop.init, e.g. src/medistill/builtin/brain_ldr_v1.pt), LR (3e-4; the
 # learning rate halves at 60 % and 85 % of STEPS).
-set -euo pipefail
-export PYTHONUNBUFFERED=1
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD/src
-else
-  export PYTHONPATH=$PWD/src
-fi
+source "$(dirname "$0")/gpu_env.sh"
 OUT=${OUT:-runs/gpu}
 STEPS=${STEPS:-3000}
 PAIRS=${PAIRS:-1200}

@@ -12,15 +12,7 @@
 # (benchmarks/optimise_heldout.py makes them); on a machine without nibabel / lightning-fabric
 # their wheels in .whl/. Settings: OUT, STEPS, ABL_STEPS, PAIRS, INIT, LR, TRAIN_S, EVAL_PAIRS
 # (held-out pairs scored per contrast, default all 20), THREADS (CPU threads of the scoring).
-set -euo pipefail
-export PYTHONUNBUFFERED=1
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD/src
-else
-  export PYTHONPATH=$PWD/src
-fi
+source "$(dirname "$0")/gpu_env.sh"
 OUT=${OUT:-runs/gpu_students}
 STEPS=${STEPS:-6000}
 ABL_STEPS=${ABL_STEPS:-3000}
