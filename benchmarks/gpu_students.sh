@@ -20,12 +20,12 @@
 source "$(dirname "$0")/gpu_env.sh"
 OUT=${OUT:-runs/gpu_students}
 WORK=${WORK:-/tmp/gpu_students}
-STEPS=${STEPS:-4000}
-ABL_STEPS=${ABL_STEPS:-1200}
+STEPS=${STEPS:-3000}
+ABL_STEPS=${ABL_STEPS:-1000}
 PAIRS=${PAIRS:-2000}
 INIT=${INIT:-src/medistill/builtin/brain_ldr_v1.pt}
 LR=${LR:-3.0e-4}
-TRAIN_S=${TRAIN_S:-400}
+TRAIN_S=${TRAIN_S:-420}
 CKPT=${CKPT:-100}
 THREADS=${THREADS:-4}
 mkdir -p "$OUT" "$WORK"
