@@ -287,9 +287,10 @@ def _deformable_stage(
     with torch.no_grad():  # velocity (or field) to the working grid, then integrated there
         if tuple(param.shape[2:]) != tuple(shape):
             param = F.interpolate(param, size=tuple(shape), mode=mode, align_corners=True)
-        u = field_of(param, torch.ones_like(_ratios(shape, shape, fixed)))
-        if base is not None:
+        if base is not None:  # residual: the start plus the correction, both dense
             u = base + param
+        else:
+            u = field_of(param, torch.ones_like(_ratios(shape, shape, fixed)))
     return u, last
 
 
