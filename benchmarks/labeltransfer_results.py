@@ -19,8 +19,11 @@ distilled student `brain`): G_F is the network itself, fine-tuned forward-only (
 lr --student-lr), then LT-Net balanced from that G_F (G_B pre-trained, cycle pull capped at
 --cycle-share), and that LT-Net row with each term (GAN, image, anatomy, transformation,
 difference cycle) switched off in turn (run them by name with --only), and with --gan-weights
-W,... that row with the GAN's weight scaled to each W. Dice per structure and
-mean, HD95 (mm, mean over structures).
+W,... that row with the GAN's weight scaled to each W; with --pretrain-target V, that row without
+the GAN and with G_B pre-trained until it inverts unseen fields to V voxels (at most
+--pretrain-steps steps, on --pretrain-source fields; the warm-up and joint phases keep their
+lengths after that bound). Dice per structure and mean, HD95 (mm, mean over structures),
+folding, seconds per image, and G_F's field spread / length at the end of training.
 
 With --structures every row is also scored on every structure of the held-out label maps (the
 41 raw labels of the atlas; the images are the same, only the label maps differ), whatever
@@ -66,6 +69,10 @@ TERM_NAMES = {
 }
 WITHOUT = "LT-Net on the fine-tuned student, cycle_share {share:g}, without {term}"
 GAN_SCALED = "LT-Net on the fine-tuned student, cycle_share {share:g}, GAN weight {weight:g}"
+PRETRAINED = (
+    "LT-Net on the fine-tuned student, cycle_share {share:g}, without the GAN, G_B pre-trained "
+    "to {target:g} voxel ({source} fields)"
+)
 
 # row name -> (folder, loss terms switched on besides sim + smooth)
 ROWS = {
@@ -154,6 +161,25 @@ def main() -> int:
         "with the GAN scaled (the seed's: 1), e.g. 0.1",
     )
     parser.add_argument(
+        "--pretrain-target",
+        type=float,
+        default=0.0,
+        help="one more row on the student: without the GAN, G_B pre-trained until its inversion "
+        "residual on unseen fields is at most this (voxels; loss.pretrain_target)",
+    )
+    parser.add_argument(
+        "--pretrain-steps",
+        type=int,
+        default=1000,
+        help="upper bound of that pre-training (loss.backward_pretrain)",
+    )
+    parser.add_argument(
+        "--pretrain-source",
+        default="both",
+        choices=("random", "forward", "both"),
+        help="the fields G_B learns to invert in that pre-training (loss.pretrain_source)",
+    )
+    parser.add_argument(
         "--structures",
         action="store_true",
         help="also score every row on every structure of the held-out maps (not merged)",
@@ -238,6 +264,9 @@ def main() -> int:
             if not (target / "summary.json").exists():
                 fn(csv_path, target, extra)
             entry[key] = json.loads((target / "summary.json").read_text())
+        guard = last_guard(run / "log.jsonl")
+        if guard:
+            entry["guard"] = guard
         results[name] = entry
         path.write_text(json.dumps(results, indent=2))
 
@@ -258,6 +287,17 @@ def main() -> int:
         rows[label] = (f"student_lt_cs{args.cycle_share:g}_gan{w:g}", ALL_CYCLE)
         ablation.add(label)
         gan_weight[label] = w
+    pretrained = None
+    if args.pretrain_target > 0:
+        pretrained = PRETRAINED.format(
+            share=args.cycle_share, target=args.pretrain_target, source=args.pretrain_source
+        )
+        rows[pretrained] = (
+            f"student_lt_cs{args.cycle_share:g}_no_gan_pt{args.pretrain_target:g}_"
+            f"{args.pretrain_source}",
+            tuple(t for t in ALL_CYCLE if t != "gan"),
+        )
+        ablation.add(pretrained)
     for name, (folder, terms) in rows.items():
         if args.only and name not in args.only:
             continue
@@ -284,9 +324,18 @@ def main() -> int:
                     print(f"skipped {name}: train the row {ON_STUDENT!r} first ({start})")
                     continue
                 balanced_start(rcfg, start, steps, args.cycle_share)
+                if name == pretrained:
+                    # G_B pre-trained to a target: the warm-up and joint phases follow the bound
+                    extra = args.pretrain_steps - rcfg.loss.backward_pretrain
+                    rcfg.loss.backward_pretrain = args.pretrain_steps
+                    rcfg.loss.pretrain_target = args.pretrain_target
+                    rcfg.loss.pretrain_source = args.pretrain_source
+                    rcfg.loss.cycle_start += extra
+                    rcfg.loop.steps += extra
+                    rcfg.loop.lr_decay_steps = tuple(d + extra for d in rcfg.loop.lr_decay_steps)
         t = time.perf_counter()
         if not (run / "model.pt").exists():
-            print(f"training {name} ({steps} steps) in {run}", flush=True)
+            print(f"training {name} ({rcfg.loop.steps} steps) in {run}", flush=True)
             train(rcfg, run, resume=(run / "last.pt").exists(), data=data)
 
         def run_eval(csv_path, target, extra, run=run):
@@ -366,6 +415,25 @@ def main() -> int:
     return 0
 
 
+def last_guard(log_path: Path) -> dict:
+    """The collapse guard's last record of a training log (``fwd_spread``, ``fwd_length_vox``,
+    the step), and where G_B's pre-training ended early (``pretrain_end``); {} without a log."""
+    if not log_path.exists():
+        return {}
+    found: dict = {}
+    for line in log_path.read_text().splitlines():
+        record = json.loads(line)
+        if "pretrain_end" in record:
+            found["pretrain_end"] = record["pretrain_end"]
+        if "fwd_spread" in record:
+            found.update(
+                step=record.get("step"),
+                fwd_spread=record["fwd_spread"],
+                fwd_length_vox=record["fwd_length_vox"],
+            )
+    return found
+
+
 def structures_eval_set(cfg, out: Path) -> tuple[Path, Path]:
     """The held-out subjects with every structure of their label maps (``data.labels keep``) in
     ``out/structures``; the images must equal those of ``out/heldout`` (checked)."""
@@ -404,11 +472,17 @@ def write_table(out: Path, results: dict, steps: int) -> None:
         head = ["model", "Dice mean", "sd", "HD95 mm", "sd"] + [
             names.get(k, str(k)) for k in labels
         ]
+        head += ["folding %", "s / image", "G_F spread / length (vox)"]
         lines += [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for n, s in rows:
             cells = [n, f"{s['dice_mean']:.3f}", f"{s.get('dice_sd', nan):.3f}"]
             cells += [f"{s.get('hd95_mean', nan):.2f}", f"{s.get('hd95_sd', nan):.2f}"]
             cells += [f"{s['dice_per_label'].get(str(k), nan):.3f}" for k in labels]
+            cells += [f"{s.get('folding_pct', nan):.3f}", f"{s.get('seconds_per_image', nan):.2f}"]
+            guard = results[n].get("guard", {})
+            cells.append(
+                f"{guard['fwd_spread']:.3f} / {guard['fwd_length_vox']:.2f}" if guard else "-"
+            )
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     (out / "results.md").write_text("\n".join(lines) + "\n")

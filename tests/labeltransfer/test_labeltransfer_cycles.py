@@ -105,6 +105,101 @@ def test_collapse_guard_is_logged(tmp_path):
     assert record["collapsed"] in (0.0, 1.0)
 
 
+class _FieldNet(torch.nn.Module):
+    """A stand-in G_F: a constant field, or one that follows the image's intensities."""
+
+    def __init__(self, constant: bool) -> None:
+        super().__init__()
+        self.constant = constant
+        self.scale = torch.nn.Parameter(torch.tensor(3.0))
+
+    def forward(self, image: torch.Tensor, atlas: torch.Tensor) -> torch.Tensor:
+        base = atlas if self.constant else image
+        return self.scale * torch.cat([base, base.flip(-1)], dim=1)
+
+
+def test_collapse_guard_flags_a_constant_forward_network_and_passes_an_image_dependent_one():
+    task = LabelTransferTask(tiny_config(gan=0.0), tiny_data())
+    task.net.forward_net = _FieldNet(constant=True)
+    constant = task.guard(task.net)
+    assert constant["collapsed"] == 1.0 and constant["fwd_spread"] == pytest.approx(0.0, abs=1e-9)
+    assert constant["fwd_length_vox"] > 0.5  # a long field, the same for every image
+    task.net.forward_net = _FieldNet(constant=False)
+    dependent = task.guard(task.net)
+    assert dependent["collapsed"] == 0.0
+    assert dependent["fwd_spread"] > task.cfg.loss.collapse_threshold
+
+
+def _records(folder) -> list[dict]:
+    return [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+
+
+def test_pretraining_ends_at_its_target_and_resumes_there(tmp_path):
+    """With loss.pretrain_target the pre-training ends at the first check where G_B inverts the
+    held-out fields (random ones and G_F's) to that many voxels: the step is logged and kept in
+    the checkpoint, joint training follows, and a resumed run equals a straight one."""
+    data = tiny_data()
+    cfg = tiny_config(gan=0.0, backward_pretrain=4, pretrain_target=50.0, pretrain_source="both")
+    cfg.loop.steps, cfg.loop.log_every, cfg.loop.checkpoint_every = 8, 2, 4
+    straight = train(cfg, tmp_path / "a", data=data)["modules"]["generators"]
+    log = _records(tmp_path / "a")  # records after steps 2, 4, 6, 8
+    assert int(straight["pretrain_end"]) == 2  # the first check met 50 voxels
+    assert [r.get("pretrain_end") for r in log] == [2.0, None, None, None]
+    assert {"inversion_heldout_vox", "inversion_forward_vox", "pretrain_trans"} <= set(log[0])
+    # steps 3 and 4 would have pre-trained without the target: joint training instead
+    assert all("sim" in r and "pretrain_trans" not in r for r in log[1:])
+    cfg.loop.steps = 4
+    train(cfg, tmp_path / "b", data=tiny_data())
+    cfg.loop.steps = 8
+    resumed = train(cfg, tmp_path / "b", resume=True, data=tiny_data())["modules"]["generators"]
+    for key, value in straight.items():
+        assert torch.equal(value, resumed[key]), key
+
+
+def test_pretraining_runs_to_its_bound_when_the_target_is_not_met(tmp_path):
+    cfg = tiny_config(gan=0.0, backward_pretrain=6, pretrain_target=1e-6)
+    cfg.loop.steps, cfg.loop.log_every = 7, 2
+    state = train(cfg, tmp_path, data=tiny_data())["modules"]["generators"]
+    assert int(state["pretrain_end"]) == 0
+    log = _records(tmp_path)  # records after steps 2, 4, 6, 7
+    assert all("pretrain_trans" in r and r["inversion_heldout_vox"] > 1e-6 for r in log[:3])
+    assert "sim" in log[3] and "pretrain_trans" not in log[3]
+
+
+def test_pretraining_on_the_forward_generators_own_fields(tmp_path, monkeypatch):
+    """loss.pretrain_source="forward": G_B learns to invert G_F's fields on the training images
+    (G_F given a large image-dependent field here); G_F itself does not move."""
+    data = tiny_data()
+    cfg = tiny_config(gan=0.0, backward_pretrain=120, pretrain_source="forward")
+    cfg.loop.steps, cfg.loop.log_every, cfg.loop.checkpoint_every, cfg.loop.lr = 120, 40, 120, 3e-3
+    torch.manual_seed(cfg.loop.seed)
+    task = LabelTransferTask(cfg, data)
+    with torch.no_grad():
+        task.net.forward_net.flow.bias.copy_(torch.tensor([1.5, -1.0]))
+    start = tmp_path / "start.pt"
+    torch.save(task.net.forward_net.state_dict(), start)
+    atlas = data.atlas.image[None].float()
+    images = torch.stack([data.images.sample(torch.Generator().manual_seed(i)) for i in range(3)])
+    with torch.no_grad():
+        fields = task.net.forward_net(images, atlas.expand(3, -1, -1, -1))
+    before = _residual(task.net, atlas, fields)
+
+    from medistill.labeltransfer import training
+
+    monkeypatch.setattr(training, "forward_start", lambda c: (None, torch.load(start)))
+    state = train(cfg, tmp_path / "run", data=data)["modules"]["generators"]
+    task.net.load_state_dict(state)
+    for key, value in torch.load(start).items():
+        assert torch.equal(task.net.forward_net.state_dict()[key], value), key
+    after = _residual(task.net, atlas, fields)
+    assert after < 0.6 * before, (before, after)
+    g = torch.Generator().manual_seed(0)
+    assert "pretrain_field" not in task.make_batch(0, 0, g)  # G_F's field, made in the step
+    for source, want in (("random", [True, True]), ("both", [True, False])):
+        task.cfg.loss.pretrain_source = source
+        assert ["pretrain_field" in task.make_batch(i, 0, g) for i in (0, 1)] == want
+
+
 def test_forward_generator_starts_from_another_checkpoint(tmp_path):
     forward_only = tiny_config(gan=0.0, cyc=0.0, anatomy=0.0, trans=0.0, diff=0.0)
     forward_only.loop.seed = 3
@@ -131,6 +226,10 @@ def test_pretraining_settings_are_checked():
         cfg = tiny_config(cyc=0.0, anatomy=0.0, trans=0.0, diff=0.0, backward_pretrain=1)
         cfg.loop.steps = 3
         check_config(cfg)
+    with pytest.raises(InputError, match="pretrain_target needs loss.backward_pretrain"):
+        check_config(tiny_config(pretrain_target=0.5))
+    with pytest.raises(InputError, match="pretrain_target must be >= 0"):
+        check_config(tiny_config(pretrain_target=-1.0, backward_pretrain=1))
 
 
 def _tiny_3d_data(size: int = 16):

@@ -149,12 +149,23 @@ class LossConfig:
             B-spline field ``D``, ``G_B`` must map it back, ``L_trans(D, Delta_B)``); ``G_F``
             and the discriminator do not move. 0: none. ``cycle_start`` counts from step 0.
         pretrain_disp: bound (voxels, per component) of those random fields.
+        pretrain_source: the fields ``G_B`` learns to invert: ``"random"`` (random smooth
+            fields, above), ``"forward"`` (``G_F``'s own fields on the batch's images, no
+            gradient into ``G_F``: the distribution the cycles will show ``G_B``) or ``"both"``
+            (random on even steps, ``G_F``'s on odd ones).
+        pretrain_target: 0 (run all ``backward_pretrain`` steps) or the inversion residual
+            (mean length, voxels) at which the pre-training ends early: every ``log_every``
+            steps ``G_B`` inverts fields it never trained on (a fixed set of random fields drawn
+            from another seed, and ``G_F``'s fields on the collapse guard's probe images); the
+            first check at which the larger of the two residuals is at most this ends it (the
+            step is kept in the checkpoint). ``backward_pretrain`` is the upper bound.
         pretrain_pool: 0 draws a new field for every image of every pre-training step; ``N``
             cycles through ``N`` fields drawn once from ``data.seed`` (a known set to invert).
         balance: ``"none"`` (the seed's weights on the raw terms) or ``"initial"``: each term
-            is divided by its magnitude at the first joint step (stored in the checkpoint), so
-            the seed's weights act as ratios between terms of equal size and no term can buy
-            its minimum by undoing the alignment; ``L_smooth`` is divided by ``L_sim``'s
+            is divided by its magnitude at the first step after ``G_B``'s pre-training (the
+            start of the warm-up; stored in the checkpoint), so the seed's weights act as
+            ratios between terms of equal size and no term can buy its minimum by undoing the
+            alignment; ``L_smooth`` is divided by ``L_sim``'s
             magnitude (the regulariser keeps its raw ratio to the similarity it regularises).
         collapse_threshold: the collapse guard flags ``G_F`` when the spread of its fields over
             a fixed probe of training images (:func:`field_spread`) falls below this.
@@ -185,6 +196,8 @@ class LossConfig:
     backward_pretrain: int = 0
     pretrain_disp: float = 4.0
     pretrain_pool: int = 0
+    pretrain_source: Literal["random", "forward", "both"] = "random"
+    pretrain_target: float = 0.0
     balance: Literal["none", "initial"] = "none"
     collapse_threshold: float = 0.05
     cycle_share: float = 0.0

@@ -33,6 +33,7 @@ def forward_only(cfg: LabelTransferConfig) -> LabelTransferConfig:
     for term in BACKWARD_TERMS:
         setattr(out.loss, term, 0.0)
     out.loss.backward_pretrain = 0
+    out.loss.pretrain_target = 0.0
     out.loss.balance = "none"
     out.model.forward_init = ""
     return out

@@ -301,12 +301,15 @@ def build_model(cfg: LabelTransferConfig, forward_spec: dict[str, Any] | None = 
         forward_spec=forward_spec,
     )
     if cfg.loss.balance != "none":
-        # each term's magnitude at the first joint step (0 = not yet measured); a buffer, so it
-        # is saved with the weights and restored on --resume
+        # each term's magnitude at the first step after G_B's pre-training (0 = not yet
+        # measured); a buffer, so it is saved with the weights and restored on --resume
         net.register_buffer("balance_scales", torch.zeros(len(LOSS_TERMS)))
     if cfg.loss.cycle_share > 0 and net.backward_net is not None:
         # the factor on the cycle terms' gradient into Delta_F (0 until first measured)
         net.register_buffer("cycle_grad_scale", torch.zeros(()))
+    if cfg.loss.pretrain_target > 0 and net.backward_net is not None:
+        # the step at which G_B's pre-training ended early (0: not ended)
+        net.register_buffer("pretrain_end", torch.zeros((), dtype=torch.long))
     return net
 
 

@@ -11,11 +11,14 @@ One step (batch of unlabelled images ``u``, the atlas ``l``, ``l_s``):
    discriminator frozen; both generators are updated by one optimiser.
 
 During the first ``loss.backward_pretrain`` steps only ``G_B`` trains: it learns to invert random
-smooth fields applied to the atlas (``L_trans`` against the known field), so that it inverts
-before the cycle terms reach ``G_F``. With ``loss.balance = "initial"`` every term is divided by
-its magnitude at the first joint step. Every ``loop.log_every`` steps the collapse guard logs the
-spread of ``G_F``'s fields over a fixed probe of training images (``fwd_spread``; ``collapsed``
-is 1 below ``loss.collapse_threshold``).
+smooth fields applied to the atlas, or ``G_F``'s own fields (``loss.pretrain_source``;
+``L_trans`` against the known field), so that it inverts before the cycle terms reach ``G_F``;
+with ``loss.pretrain_target`` it stops early once it inverts fields it never trained on to that
+many voxels. With ``loss.balance = "initial"`` every term is divided by its magnitude at the first
+step after the pre-training (the start of the warm-up). Every ``loop.log_every`` steps the
+collapse guard logs the spread of ``G_F``'s fields over a fixed probe of training images
+(``fwd_spread``; ``collapsed`` is 1 below ``loss.collapse_threshold``) and, during the
+pre-training, ``G_B``'s inversion residual on fields it never trained on.
 
 During the first ``loss.cycle_start`` steps (warm-up) the cycle terms see ``Delta_F`` and
 ``u_bar`` without gradient: ``G_F`` learns from ``L_sim``, ``L_smooth`` and ``L_GAN`` while ``G_B``
@@ -226,13 +229,39 @@ class LabelTransferTask:
                 generator=torch.Generator().manual_seed(cfg.data.seed + 104729),
                 dtype=torch.float32,
             )  # fmt: skip
+        # fields G_B never trains on, for the held-out inversion check of loss.pretrain_target
+        self.check_fields = None
+        if w.backward_pretrain and w.pretrain_target > 0:
+            self.check_fields = random_smooth_disp(
+                tuple(cfg.data.shape), batch=PROBE_IMAGES, max_disp=w.pretrain_disp,
+                generator=torch.Generator().manual_seed(cfg.data.seed + 1299709),
+                dtype=torch.float32,
+            )  # fmt: skip
+
+    def in_pretraining(self, step: int) -> bool:
+        """Whether ``step`` trains ``G_B`` alone: before ``loss.backward_pretrain`` and before
+        the step at which ``loss.pretrain_target`` ended the pre-training early."""
+        if step >= self.cfg.loss.backward_pretrain:
+            return False
+        end = getattr(self.net, "pretrain_end", None)
+        return end is None or int(end) == 0 or step < int(end)
+
+    def random_pretrain_step(self, step: int) -> bool:
+        """Whether pre-training step ``step`` inverts a random field (else ``G_F``'s own)."""
+        source = self.cfg.loss.pretrain_source
+        return source == "random" or (source == "both" and step % 2 == 0)
 
     def pretrain_step(self, batch: dict[str, Any], step: int, ctx: StepContext) -> dict[str, float]:
-        """``G_B`` alone learns to invert a random smooth field ``D`` applied to the atlas:
-        ``L_trans(D, G_B(l, l o D))``; logs the residual's mean length in voxels."""
+        """``G_B`` alone learns to invert a field ``D`` applied to the atlas:
+        ``L_trans(D, G_B(l, l o D))``, ``D`` a random smooth field (``batch["pretrain_field"]``)
+        or ``G_F``'s field on the batch's images (no gradient); logs the residual's mean length
+        in voxels."""
         net = ctx.modules["generators"]
         atlas = batch["atlas"].expand(batch["image"].shape[0], *batch["atlas"].shape[1:])
-        field = batch["pretrain_field"]
+        field = batch.get("pretrain_field")
+        if field is None:
+            with torch.no_grad(), ctx.autocast():
+                field = net.forward_net(batch["image"], atlas).float()
         with ctx.autocast():
             moved = warp(atlas, field)
             disp_b = net.backward_net(atlas, moved)
@@ -258,13 +287,26 @@ class LabelTransferTask:
         net.eval()
         with torch.no_grad():
             fields = net.forward_net(probe, atlas)
-        net.train(was_training)
         spread = field_spread(fields)
-        return {
+        logs = {
             "fwd_spread": spread,
             "fwd_length_vox": float(fields.norm(dim=1).mean()),
             "collapsed": float(spread < self.cfg.loss.collapse_threshold),
         }
+        if self.check_fields is not None and net.backward_net is not None:
+            with torch.no_grad():
+                logs.update(
+                    {
+                        "inversion_heldout_vox": inversion_residual(
+                            net.backward_net, atlas, self.check_fields.to(device)
+                        ),
+                        "inversion_forward_vox": inversion_residual(
+                            net.backward_net, atlas, fields.float()
+                        ),
+                    }
+                )
+        net.train(was_training)
+        return logs
 
     # -- TrainTask
     def modules(self) -> dict[str, torch.nn.Module]:
@@ -289,7 +331,7 @@ class LabelTransferTask:
             "atlas_onehot": self.onehot,
             "channels": self.channels,
         }
-        if step < self.cfg.loss.backward_pretrain:
+        if self.in_pretraining(step) and self.random_pretrain_step(step):
             batch["pretrain_field"] = self.pretrain_fields(step, len(images), generator)
         return batch
 
@@ -306,13 +348,21 @@ class LabelTransferTask:
         return self.pool[index]
 
     def training_step(self, batch: dict[str, Any], step: int, ctx: StepContext) -> dict[str, float]:
+        pretraining = self.in_pretraining(step)
         logs = self._step(batch, step, ctx)
         if (step + 1) % self.cfg.loop.log_every == 0:
             logs.update(self.guard(self.net))
+            target = self.cfg.loss.pretrain_target
+            if pretraining and target > 0 and "inversion_heldout_vox" in logs:
+                worst = max(logs["inversion_heldout_vox"], logs["inversion_forward_vox"])
+                if worst <= target:  # G_B inverts unseen fields well enough: joint training next
+                    self.net.pretrain_end.fill_(step + 1)
+                    logs["pretrain_end"] = float(step + 1)
+                    log.info("G_B pre-training ended at step %d (residual %.3f)", step + 1, worst)
         return logs
 
     def _step(self, batch: dict[str, Any], step: int, ctx: StepContext) -> dict[str, float]:
-        if step < self.cfg.loss.backward_pretrain:
+        if self.in_pretraining(step):
             return self.pretrain_step(batch, step, ctx)
         net = ctx.modules["generators"]
         image, atlas, onehot = batch["image"], batch["atlas"], batch["atlas_onehot"]
@@ -345,7 +395,7 @@ class LabelTransferTask:
         )
         scales = getattr(self.net, "balance_scales", None)
         if scales is not None and not bool((scales > 0).any()):
-            # the first joint step: measure each term once (kept in the checkpoint)
+            # the first step after the pre-training: measure each term once (kept in the checkpoint)
             scales.copy_(balance_scales(terms))
         loss = total_loss(self.cfg, terms, step, scales)
         info = ctx.optimize("generators", loss)
@@ -358,6 +408,22 @@ class LabelTransferTask:
         logs["loss"] = float(loss.detach())
         logs.update(info)
         return logs
+
+
+def inversion_residual(backward_net: torch.nn.Module, atlas: Tensor, fields: Tensor) -> float:
+    """Mean length (voxels) of ``G_B``'s inversion residual on ``fields``.
+
+    Args:
+        backward_net: ``G_B``, called as ``G_B(atlas, atlas o D)``.
+        atlas: ``(1 or B, 1, *S)`` atlas image.
+        fields: ``(B, ndim, *S)`` displacements ``D`` in voxels.
+
+    Returns:
+        The mean over voxels and fields of ``|D + G_B(l, l o D) o (id + D)|``.
+    """
+    atlas = atlas.expand(fields.shape[0], *atlas.shape[1:])
+    disp_b = backward_net(atlas, warp(atlas, fields)).float()
+    return float(L.transformation_cycle_residual(fields, disp_b).norm(dim=1).mean())
 
 
 def cycle_cap(share: float, main_norm: float, cycle_norm: float) -> float:
@@ -476,6 +542,12 @@ def check_config(cfg: LabelTransferConfig) -> None:
         raise InputError("loss: the forward generator needs loss.sim > 0 or loss.gan > 0")
     if not cfg.loss.cycle_share >= 0:
         raise InputError(f"loss.cycle_share must be >= 0 (0: off), got {cfg.loss.cycle_share}")
+    if not cfg.loss.pretrain_target >= 0:
+        raise InputError(
+            f"loss.pretrain_target must be >= 0 voxels (0: off), got {cfg.loss.pretrain_target}"
+        )
+    if cfg.loss.pretrain_target > 0 and not cfg.loss.backward_pretrain:
+        raise InputError("loss.pretrain_target needs loss.backward_pretrain > 0 (its upper bound)")
     if cfg.loss.pretrain_pool < 0:
         raise InputError(f"loss.pretrain_pool must be >= 0, got {cfg.loss.pretrain_pool}")
     if cfg.loss.backward_pretrain < 0 or cfg.loss.pretrain_disp < 0:
