@@ -21,9 +21,11 @@ lr --student-lr), then LT-Net balanced from that G_F (G_B pre-trained, cycle pul
 difference cycle) switched off in turn (run them by name with --only), and with --gan-weights
 W,... that row with the GAN's weight scaled to each W; with --pretrain-target V, that row without
 the GAN and with G_B pre-trained until it inverts unseen fields to V voxels (at most
---pretrain-steps steps, on --pretrain-source fields; the warm-up and joint phases keep their
-lengths after that bound). Dice per structure and mean, HD95 (mm, mean over structures),
-folding, seconds per image, and G_F's field spread / length at the end of training.
+--pretrain-steps steps, on --pretrain-source fields, G_B at --backward-lr, a U-Net or the
+registration network --backward-registration; the warm-up and joint phases keep their lengths
+after that bound). Dice per structure and mean, HD95 (mm, mean
+over structures), folding, seconds per image, and G_F's field spread / length at the end of
+training.
 
 With --structures every row is also scored on every structure of the held-out label maps (the
 41 raw labels of the atlas; the images are the same, only the label maps differ), whatever
@@ -70,8 +72,8 @@ TERM_NAMES = {
 WITHOUT = "LT-Net on the fine-tuned student, cycle_share {share:g}, without {term}"
 GAN_SCALED = "LT-Net on the fine-tuned student, cycle_share {share:g}, GAN weight {weight:g}"
 PRETRAINED = (
-    "LT-Net on the fine-tuned student, cycle_share {share:g}, without the GAN, G_B pre-trained "
-    "to {target:g} voxel ({source} fields)"
+    "LT-Net on the fine-tuned student, cycle_share {share:g}, without the GAN, G_B {backward} "
+    "pre-trained to {target:g} voxel ({source} fields)"
 )
 
 # row name -> (folder, loss terms switched on besides sim + smooth)
@@ -178,6 +180,18 @@ def main() -> int:
         default="both",
         choices=("random", "forward", "both"),
         help="the fields G_B learns to invert in that pre-training (loss.pretrain_source)",
+    )
+    parser.add_argument(
+        "--backward-lr",
+        type=float,
+        default=5e-4,
+        help="G_B's learning rate in that row (model.backward_lr; G_F keeps --student-lr)",
+    )
+    parser.add_argument(
+        "--backward-registration",
+        default=None,
+        help="in that row, G_B is this registration checkpoint or built-in model (e.g. brain; "
+        "model.backward_registration) instead of a U-Net from scratch",
     )
     parser.add_argument(
         "--structures",
@@ -289,12 +303,16 @@ def main() -> int:
         gan_weight[label] = w
     pretrained = None
     if args.pretrain_target > 0:
+        backward = args.backward_registration
         pretrained = PRETRAINED.format(
-            share=args.cycle_share, target=args.pretrain_target, source=args.pretrain_source
+            share=args.cycle_share,
+            target=args.pretrain_target,
+            source=args.pretrain_source,
+            backward=f"= {backward}" if backward else "(U-Net)",
         )
         rows[pretrained] = (
             f"student_lt_cs{args.cycle_share:g}_no_gan_pt{args.pretrain_target:g}_"
-            f"{args.pretrain_source}",
+            f"{args.pretrain_source}" + (f"_gb_{Path(backward).stem}" if backward else ""),
             tuple(t for t in ALL_CYCLE if t != "gan"),
         )
         ablation.add(pretrained)
@@ -330,6 +348,8 @@ def main() -> int:
                     rcfg.loss.backward_pretrain = args.pretrain_steps
                     rcfg.loss.pretrain_target = args.pretrain_target
                     rcfg.loss.pretrain_source = args.pretrain_source
+                    rcfg.model.backward_lr = args.backward_lr
+                    rcfg.model.backward_registration = args.backward_registration or ""
                     rcfg.loss.cycle_start += extra
                     rcfg.loop.steps += extra
                     rcfg.loop.lr_decay_steps = tuple(d + extra for d in rcfg.loop.lr_decay_steps)

@@ -200,6 +200,35 @@ def test_pretraining_on_the_forward_generators_own_fields(tmp_path, monkeypatch)
         assert ["pretrain_field" in task.make_batch(i, 0, g) for i in (0, 1)] == want
 
 
+def test_backward_generator_has_its_own_learning_rate():
+    from medistill.labeltransfer.training import inversion_residual
+
+    cfg = tiny_config(gan=0.0)
+    cfg.model.backward_lr = 5e-3
+    task = LabelTransferTask(cfg, tiny_data())
+    groups = task.optimizers(task.modules(), 1e-4)["generators"].param_groups
+    assert [g["lr"] for g in groups] == [1e-4, 5e-3]
+    assert {id(q) for q in groups[1]["params"]} == {
+        id(q) for q in task.net.backward_net.parameters()
+    }
+    assert {id(q) for q in groups[0]["params"]} == {
+        id(q) for q in task.net.forward_net.parameters()
+    }
+    cfg.model.backward_lr = 0.0
+    assert len(task.optimizers(task.modules(), 1e-4)["generators"].param_groups) == 1
+    # the residual averaged over a mask: all voxels = no mask; a mask picks its voxels
+    atlas = task.data.atlas.image[None].float()
+    field = random_smooth_disp((SIZE, SIZE), batch=2, max_disp=2.0, generator=torch.Generator())
+    net = task.net.backward_net
+    with torch.no_grad():
+        whole = inversion_residual(net, atlas, field)
+        assert inversion_residual(net, atlas, field, torch.ones_like(atlas, dtype=torch.bool)) == (
+            pytest.approx(whole)
+        )
+        inside = inversion_residual(net, atlas, field, atlas > 0)
+    assert inside != pytest.approx(whole)
+
+
 def test_forward_generator_starts_from_another_checkpoint(tmp_path):
     forward_only = tiny_config(gan=0.0, cyc=0.0, anatomy=0.0, trans=0.0, diff=0.0)
     forward_only.loop.seed = 3

@@ -96,3 +96,34 @@ def test_forward_registration_refusals(tmp_path):
     cfg.model.forward_init = str(tmp_path / "other.pt")
     with pytest.raises(InputError, match="set only one"):
         check_config(cfg)
+
+
+def test_backward_generator_is_the_registration_network(tmp_path):
+    """model.backward_registration: G_B computes exactly the registration network's field
+    (fixed = atlas, moving = u_bar), the trained checkpoint rebuilds both generators without the
+    source file, and a broken or 2-D source is refused in one line naming the setting."""
+    source = _registration_checkpoint(tmp_path / "reg.pt").eval()
+    cfg = _config_3d()
+    cfg.model.forward_registration = cfg.model.backward_registration = str(tmp_path / "reg.pt")
+    task = LabelTransferTask(cfg, _tiny_3d_data())
+    assert isinstance(task.net.backward_net, RegistrationGenerator)
+    fixed, moving = torch.rand(1, 1, 16, 16, 16), torch.rand(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            task.net.backward_net.eval()(fixed, moving), source(fixed, moving).disp
+        )
+    train(cfg, tmp_path / "lt", data=_tiny_3d_data())
+    (tmp_path / "reg.pt").unlink()
+    net, ckpt, _ = load_model(tmp_path / "lt" / "model.pt")
+    assert ckpt["backward_network"]["role"] == "student"
+    assert isinstance(net.backward_net, RegistrationGenerator)
+
+    _registration_checkpoint(tmp_path / "reg2d.pt", ndim=2)
+    cfg.model.backward_registration = str(tmp_path / "reg2d.pt")
+    cfg.model.forward_registration = ""
+    with pytest.raises(InputError, match="model.backward_registration .*2-D registration"):
+        LabelTransferTask(cfg, _tiny_3d_data())
+    # forward-only runs have no G_B: the setting is not read
+    only = _config_3d(cyc=0.0, anatomy=0.0, trans=0.0, diff=0.0)
+    only.model.backward_registration = str(tmp_path / "missing.pt")
+    assert LabelTransferTask(only, _tiny_3d_data()).net.backward_net is None

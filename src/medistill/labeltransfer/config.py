@@ -49,6 +49,13 @@ class ModelConfig:
             ``dec``): LT-Net on top of a distilled registration student, fine-tuned by the
             label-transfer losses (``enc`` / ``dec`` then shape ``G_B`` only). Its architecture
             is stored in the label-transfer checkpoint, so the source need not exist later.
+        backward_registration: a registration checkpoint or built-in model name whose network
+            and weights become ``G_B`` ("" = a VoxelMorph U-Net of ``enc`` / ``dec``): ``G_B``
+            maps ``u_bar`` back onto the atlas, a registration itself, so a trained registration
+            network inverts ``G_F``'s fields from the first step instead of learning to.
+        backward_lr: Adam learning rate of ``G_B`` (0: ``loop.lr``, as ``G_F``'s): ``G_F``
+            fine-tuned from a trained network at a small ``loop.lr`` while ``G_B`` learns from
+            scratch at its own.
     """
 
     ndim: int = 3
@@ -57,6 +64,8 @@ class ModelConfig:
     cycle_warp: Literal["composed", "sequential"] = "composed"
     forward_init: str = ""
     forward_registration: str = ""
+    backward_registration: str = ""
+    backward_lr: float = 0.0
 
 
 @dataclass
@@ -156,7 +165,8 @@ class LossConfig:
         pretrain_target: 0 (run all ``backward_pretrain`` steps) or the inversion residual
             (mean length, voxels) at which the pre-training ends early: every ``log_every``
             steps ``G_B`` inverts fields it never trained on (a fixed set of random fields drawn
-            from another seed, and ``G_F``'s fields on the collapse guard's probe images); the
+            from another seed, and ``G_F``'s fields on the collapse guard's probe images),
+            averaged over the atlas's non-zero voxels (outside them no image shows a field); the
             first check at which the larger of the two residuals is at most this ends it (the
             step is kept in the checkpoint). ``backward_pretrain`` is the upper bound.
         pretrain_pool: 0 draws a new field for every image of every pre-training step; ``N``

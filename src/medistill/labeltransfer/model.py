@@ -144,6 +144,7 @@ class LTNet(nn.Module):
         backward: build the backward generator ``G_B`` (without it: forward-only registration).
         forward_spec: a :class:`RegistrationGenerator` spec: ``G_F`` is that registration
             network instead of a VoxelMorph U-Net of ``enc`` / ``dec``.
+        backward_spec: the same for ``G_B``.
         cycle_warp: ``"composed"``: ``l_bar = l o compose(Delta_F, Delta_B)`` (the atlas
             interpolated once, like :class:`~medistill.nets.Cascade` does); ``"sequential"``:
             ``l_bar = (l o Delta_F) o Delta_B`` (interpolated twice). Equal up to interpolation.
@@ -157,6 +158,7 @@ class LTNet(nn.Module):
         backward: bool = True,
         cycle_warp: str = "composed",
         forward_spec: dict[str, Any] | None = None,
+        backward_spec: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if cycle_warp not in CYCLE_WARPS:
@@ -170,7 +172,13 @@ class LTNet(nn.Module):
             if forward_spec
             else VoxelMorph(ndim, enc=enc, dec=dec)
         )
-        self.backward_net = VoxelMorph(ndim, enc=enc, dec=dec) if backward else None
+        self.backward_net: nn.Module | None = None
+        if backward:
+            self.backward_net = (
+                RegistrationGenerator(backward_spec)
+                if backward_spec
+                else VoxelMorph(ndim, enc=enc, dec=dec)
+            )
 
     def forward(
         self,
@@ -288,9 +296,14 @@ class ImageDiscriminator(nn.Module):
         return self.net(image)
 
 
-def build_model(cfg: LabelTransferConfig, forward_spec: dict[str, Any] | None = None) -> LTNet:
-    """The generators a config describes (``G_B`` only when a backward term is on; ``G_F`` the
-    registration network of ``forward_spec`` when given, see :class:`RegistrationGenerator`)."""
+def build_model(
+    cfg: LabelTransferConfig,
+    forward_spec: dict[str, Any] | None = None,
+    backward_spec: dict[str, Any] | None = None,
+) -> LTNet:
+    """The generators a config describes (``G_B`` only when a backward term is on; ``G_F`` /
+    ``G_B`` the registration network of ``forward_spec`` / ``backward_spec`` when given, see
+    :class:`RegistrationGenerator`)."""
     m = cfg.model
     net = LTNet(
         m.ndim,
@@ -299,6 +312,7 @@ def build_model(cfg: LabelTransferConfig, forward_spec: dict[str, Any] | None = 
         backward=uses_backward(cfg.loss),
         cycle_warp=m.cycle_warp,
         forward_spec=forward_spec,
+        backward_spec=backward_spec,
     )
     if cfg.loss.balance != "none":
         # each term's magnitude at the first step after G_B's pre-training (0 = not yet
@@ -370,6 +384,9 @@ def checkpoint_meta(cfg: LabelTransferConfig, net: nn.Module, atlas: Atlas) -> d
     forward = getattr(net, "forward_net", None)
     if isinstance(forward, RegistrationGenerator):
         meta["forward_network"] = forward.spec
+    backward = getattr(net, "backward_net", None)
+    if isinstance(backward, RegistrationGenerator):
+        meta["backward_network"] = backward.spec
     return meta
 
 
@@ -388,7 +405,7 @@ def load_model(path: PathLike) -> tuple[LTNet, dict[str, Any], LabelTransferConf
     ckpt = load_checkpoint(path, task=TASK)
     with checkpoint_contents(path, "usable LT-Net generators"):
         cfg = from_dict(LabelTransferConfig, ckpt["config"])
-        net = build_model(cfg, ckpt.get("forward_network"))
+        net = build_model(cfg, ckpt.get("forward_network"), ckpt.get("backward_network"))
         net.load_state_dict(ckpt["modules"]["generators"])
     net.eval()
     return net, ckpt, cfg

@@ -193,17 +193,26 @@ class LabelTransferTask:
         self.cfg = cfg
         self.data = data
         spec, start = forward_start(cfg)
+        back_spec, back_start = None, None
+        if cfg.model.backward_registration and uses_backward(cfg.loss):
+            back_spec, back_start = registration_generator(
+                cfg.model.backward_registration, cfg.model.ndim, "model.backward_registration"
+            )
         source = cfg.model.forward_registration or cfg.model.forward_init
         with checkpoint_contents(source or "config", "a usable G_F"):
-            self.net = build_model(cfg, spec)
+            self.net = build_model(cfg, spec, back_spec)
             if start is not None:
                 self.net.forward_net.load_state_dict(start)
-        multiple = int(getattr(self.net.forward_net, "size_multiple", 16))
-        if any(s % multiple for s in cfg.data.shape):
-            raise InputError(
-                f"data.shape {tuple(cfg.data.shape)}: G_F (model.forward_registration) needs "
-                f"sizes that are multiples of {multiple}"
-            )
+        if back_start is not None:
+            with checkpoint_contents(cfg.model.backward_registration, "a usable G_B"):
+                self.net.backward_net.load_state_dict(back_start)
+        for which, sub in (("G_F", self.net.forward_net), ("G_B", self.net.backward_net)):
+            multiple = int(getattr(sub, "size_multiple", 16)) if sub is not None else 16
+            if any(s % multiple for s in cfg.data.shape):
+                raise InputError(
+                    f"data.shape {tuple(cfg.data.shape)}: {which} (its registration network) "
+                    f"needs sizes that are multiples of {multiple}"
+                )
         self.disc = build_discriminator(cfg)
         atlas = data.atlas
         self.onehot = one_hot(atlas.labels[None], atlas.values)  # (1, L, *S)
@@ -294,14 +303,15 @@ class LabelTransferTask:
             "collapsed": float(spread < self.cfg.loss.collapse_threshold),
         }
         if self.check_fields is not None and net.backward_net is not None:
+            inside = atlas[:1] > 0  # the atlas's content: outside it no image shows the field
             with torch.no_grad():
                 logs.update(
                     {
                         "inversion_heldout_vox": inversion_residual(
-                            net.backward_net, atlas, self.check_fields.to(device)
+                            net.backward_net, atlas, self.check_fields.to(device), inside
                         ),
                         "inversion_forward_vox": inversion_residual(
-                            net.backward_net, atlas, fields.float()
+                            net.backward_net, atlas, fields.float(), inside
                         ),
                     }
                 )
@@ -316,7 +326,15 @@ class LabelTransferTask:
         return mods
 
     def optimizers(self, modules, lr: float) -> dict[str, torch.optim.Optimizer]:
-        opts = {"generators": torch.optim.Adam(modules["generators"].parameters(), lr=lr)}
+        params: list[Any] = list(modules["generators"].parameters())
+        backward = self.net.backward_net
+        if self.cfg.model.backward_lr > 0 and backward is not None:
+            own = {id(q) for q in backward.parameters()}
+            params = [
+                {"params": [q for q in params if id(q) not in own]},
+                {"params": list(backward.parameters()), "lr": self.cfg.model.backward_lr},
+            ]
+        opts = {"generators": torch.optim.Adam(params, lr=lr)}
         if "discriminator" in modules:
             opts["discriminator"] = torch.optim.Adam(
                 modules["discriminator"].parameters(), lr=self.cfg.gan.lr, betas=(0.5, 0.999)
@@ -410,20 +428,27 @@ class LabelTransferTask:
         return logs
 
 
-def inversion_residual(backward_net: torch.nn.Module, atlas: Tensor, fields: Tensor) -> float:
+def inversion_residual(
+    backward_net: torch.nn.Module, atlas: Tensor, fields: Tensor, mask: Tensor | None = None
+) -> float:
     """Mean length (voxels) of ``G_B``'s inversion residual on ``fields``.
 
     Args:
         backward_net: ``G_B``, called as ``G_B(atlas, atlas o D)``.
         atlas: ``(1 or B, 1, *S)`` atlas image.
         fields: ``(B, ndim, *S)`` displacements ``D`` in voxels.
+        mask: ``(1, 1, *S)`` bool, the voxels averaged over (``None``: all).
 
     Returns:
-        The mean over voxels and fields of ``|D + G_B(l, l o D) o (id + D)|``.
+        The mean over (masked) voxels and fields of ``|D + G_B(l, l o D) o (id + D)|``.
     """
     atlas = atlas.expand(fields.shape[0], *atlas.shape[1:])
     disp_b = backward_net(atlas, warp(atlas, fields)).float()
-    return float(L.transformation_cycle_residual(fields, disp_b).norm(dim=1).mean())
+    length = L.transformation_cycle_residual(fields, disp_b).norm(dim=1, keepdim=True)
+    if mask is None:
+        return float(length.mean())
+    mask = mask.expand_as(length)
+    return float(length[mask].mean()) if bool(mask.any()) else 0.0
 
 
 def cycle_cap(share: float, main_norm: float, cycle_norm: float) -> float:
@@ -469,21 +494,7 @@ def forward_start(
     """
     m = cfg.model
     if m.forward_registration:
-        from medistill.builtin import resolve_model
-        from medistill.train import load_checkpoint
-
-        name = m.forward_registration
-        ckpt = load_checkpoint(resolve_model(name), task="registration")
-        with checkpoint_contents(name, "a registration network"):
-            model = ckpt["config"]["model"]
-            spec = {"role": ckpt["role"], "model": model}
-            weights = {f"net.{k}": v.float() for k, v in ckpt["modules"]["model"].items()}
-        if int(model.get("ndim", 3)) != m.ndim:
-            raise InputError(
-                f"model.forward_registration {name}: a {model.get('ndim')}-D registration "
-                f"network for a {m.ndim}-D label transfer"
-            )
-        return spec, weights
+        return registration_generator(m.forward_registration, m.ndim, "model.forward_registration")
     if not m.forward_init:
         return None, None
     path = m.forward_init
@@ -501,6 +512,32 @@ def forward_start(
             f"{m.ndim}, enc {list(m.enc)}, dec {list(m.dec)})"
         )
     return spec, net.forward_net.state_dict()
+
+
+def registration_generator(
+    name: str, ndim: int, option: str
+) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """``(spec, weights)`` of a registration checkpoint or built-in model ``name`` as a
+    :class:`~medistill.labeltransfer.model.RegistrationGenerator` (``option`` names the setting
+    in messages).
+
+    Raises:
+        InputError: an unreadable checkpoint or another ``ndim``.
+    """
+    from medistill.builtin import resolve_model
+    from medistill.train import load_checkpoint
+
+    ckpt = load_checkpoint(resolve_model(name), task="registration")
+    with checkpoint_contents(name, "a registration network"):
+        model = ckpt["config"]["model"]
+        spec = {"role": ckpt["role"], "model": model}
+        weights = {f"net.{k}": v.float() for k, v in ckpt["modules"]["model"].items()}
+    if int(model.get("ndim", 3)) != ndim:
+        raise InputError(
+            f"{option} {name}: a {model.get('ndim')}-D registration network for a {ndim}-D "
+            "label transfer"
+        )
+    return spec, weights
 
 
 def check_config(cfg: LabelTransferConfig) -> None:
