@@ -18,14 +18,15 @@ transfer; with --optimiser, the registration optimiser atlas -> image (no traini
 distilled student `brain`): G_F is the network itself, fine-tuned forward-only (L_sim + L_smooth,
 lr --student-lr), then LT-Net balanced from that G_F (G_B pre-trained, cycle pull capped at
 --cycle-share), and that LT-Net row with each term (GAN, image, anatomy, transformation,
-difference cycle) switched off in turn (run them by name with --only), and with --gan-weights
-W,... that row with the GAN's weight scaled to each W; with --pretrain-target V, that row without
-the GAN and with G_B pre-trained until it inverts unseen fields to V voxels (at most
---pretrain-steps steps, on --pretrain-source fields, G_B at --backward-lr, a U-Net or the
-registration network --backward-registration; the warm-up and joint phases keep their lengths
-after that bound). Dice per structure and mean, HD95 (mm, mean
-over structures), folding, seconds per image, and G_F's field spread / length at the end of
-training.
+difference cycle) switched off in turn (run them by name with --only), and with --gan-weights W,...
+that row with the GAN's weight scaled to each W; with --pretrain-target V, that row without the GAN
+(or at --pretrain-gan W) and with G_B pre-trained until it inverts unseen fields to V voxels (at
+most --pretrain-steps steps, on --pretrain-source fields, G_B at --backward-lr, a U-Net or the
+registration network --backward-registration; the warm-up and joint phases keep their lengths after
+that bound), and its equal-step control: forward-only training of the fine-tuned G_F continued for
+the steps those rows train G_F after the pre-training (3/4 of --steps). Dice per structure and
+mean, HD95 (mm, mean over structures), folding, seconds per image, and G_F's field spread / length
+at the end of training.
 
 With --structures every row is also scored on every structure of the held-out label maps (the
 41 raw labels of the atlas; the images are the same, only the label maps differ), whatever
@@ -72,9 +73,12 @@ TERM_NAMES = {
 WITHOUT = "LT-Net on the fine-tuned student, cycle_share {share:g}, without {term}"
 GAN_SCALED = "LT-Net on the fine-tuned student, cycle_share {share:g}, GAN weight {weight:g}"
 PRETRAINED = (
-    "LT-Net on the fine-tuned student, cycle_share {share:g}, without the GAN, G_B {backward} "
+    "LT-Net on the fine-tuned student, cycle_share {share:g}, {gan}, G_B {backward} "
     "pre-trained to {target:g} voxel ({source} fields)"
 )
+# the equal-step control of the rows on the student: forward-only training of G_F continued for
+# as many steps as those rows train G_F after G_B's pre-training (3/4 of --steps)
+CONTINUED = "forward-only on the fine-tuned student, continued {n} steps"
 
 # row name -> (folder, loss terms switched on besides sim + smooth)
 ROWS = {
@@ -186,6 +190,12 @@ def main() -> int:
         type=float,
         default=5e-4,
         help="G_B's learning rate in that row (model.backward_lr; G_F keeps --student-lr)",
+    )
+    parser.add_argument(
+        "--pretrain-gan",
+        type=float,
+        default=0.0,
+        help="the GAN's weight in that row (0: without the GAN)",
     )
     parser.add_argument(
         "--backward-registration",
@@ -303,19 +313,25 @@ def main() -> int:
         gan_weight[label] = w
     pretrained = None
     if args.pretrain_target > 0:
-        backward = args.backward_registration
+        backward, gan = args.backward_registration, args.pretrain_gan
         pretrained = PRETRAINED.format(
             share=args.cycle_share,
+            gan=f"GAN weight {gan:g}" if gan > 0 else "without the GAN",
             target=args.pretrain_target,
             source=args.pretrain_source,
             backward=f"= {backward}" if backward else "(U-Net)",
         )
         rows[pretrained] = (
-            f"student_lt_cs{args.cycle_share:g}_no_gan_pt{args.pretrain_target:g}_"
-            f"{args.pretrain_source}" + (f"_gb_{Path(backward).stem}" if backward else ""),
-            tuple(t for t in ALL_CYCLE if t != "gan"),
+            f"student_lt_cs{args.cycle_share:g}_{f'gan{gan:g}' if gan > 0 else 'no_gan'}_"
+            f"pt{args.pretrain_target:g}_{args.pretrain_source}"
+            + (f"_gb_{Path(backward).stem}" if backward else ""),
+            ALL_CYCLE if gan > 0 else tuple(t for t in ALL_CYCLE if t != "gan"),
         )
         ablation.add(pretrained)
+        if gan > 0:
+            gan_weight[pretrained] = gan
+    continued = CONTINUED.format(n=steps - steps // 4)
+    rows[continued] = ("student_fwd_more", ())
     for name, (folder, terms) in rows.items():
         if args.only and name not in args.only:
             continue
@@ -330,12 +346,20 @@ def main() -> int:
                 print(f"skipped {name}: train the forward-only row first ({start})")
                 continue
             balanced_start(rcfg, start, steps, 0.5 if name == CAPPED else 0.0)
-        if name in (ON_STUDENT, lt_on_student) or name in ablation:
+        if name in (ON_STUDENT, lt_on_student, continued) or name in ablation:
             if not args.forward_registration:
                 continue
             rcfg.loop.lr = args.student_lr
             if name == ON_STUDENT:
                 rcfg.model.forward_registration = args.forward_registration
+            elif name == continued:
+                start = out / ROWS[ON_STUDENT][0] / "model.pt"
+                if not start.exists():
+                    print(f"skipped {name}: train the row {ON_STUDENT!r} first ({start})")
+                    continue
+                rcfg.model.forward_init = str(start)
+                rcfg.loop.steps = steps - steps // 4
+                rcfg.loop.lr_decay_steps = (int(steps * 0.7) - steps // 4,)
             else:
                 start = out / ROWS[ON_STUDENT][0] / "model.pt"
                 if not start.exists():
