@@ -23,8 +23,9 @@ that row with the GAN's weight scaled to each W; with --pretrain-target V, that 
 (or at --pretrain-gan W) and with G_B pre-trained until it inverts unseen fields to V voxels (at
 most --pretrain-steps steps, on --pretrain-source fields, G_B at --backward-lr, a U-Net or the
 registration network --backward-registration; the warm-up and joint phases keep their lengths after
-that bound), and its equal-step control: forward-only training of the fine-tuned G_F continued for
-the steps those rows train G_F after the pre-training (3/4 of --steps). Dice per structure and
+that bound); and (with --forward-registration) the equal-step control of those rows: forward-only
+training of the fine-tuned G_F continued for the steps they train G_F after the pre-training (3/4
+of --steps; equal when the pre-training runs to its bound). Dice per structure and
 mean, HD95 (mm, mean over structures), folding, seconds per image, and G_F's field spread / length
 at the end of training.
 
@@ -459,7 +460,7 @@ def main() -> int:
     return 0
 
 
-def last_guard(log_path: Path) -> dict:
+def last_guard(log_path: Path) -> dict[str, float]:
     """The collapse guard's last record of a training log (``fwd_spread``, ``fwd_length_vox``,
     the step), and where G_B's pre-training ended early (``pretrain_end``); {} without a log."""
     if not log_path.exists():

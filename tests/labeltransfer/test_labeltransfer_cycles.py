@@ -4,6 +4,7 @@ collapse guard, G_F initialised from another checkpoint."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -134,26 +135,58 @@ def _records(folder) -> list[dict]:
     return [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
 
 
-def test_pretraining_ends_at_its_target_and_resumes_there(tmp_path):
+def test_pretraining_ends_at_its_target_and_resumes_there(tmp_path, monkeypatch):
     """With loss.pretrain_target the pre-training ends at the first check where G_B inverts the
     held-out fields (random ones and G_F's) to that many voxels: the step is logged and kept in
     the checkpoint, joint training follows, and a resumed run equals a straight one."""
     data = tiny_data()
-    cfg = tiny_config(gan=0.0, backward_pretrain=4, pretrain_target=50.0, pretrain_source="both")
-    cfg.loop.steps, cfg.loop.log_every, cfg.loop.checkpoint_every = 8, 2, 4
+    cfg = tiny_config(gan=0.0, backward_pretrain=8, pretrain_target=50.0, pretrain_source="both")
+    cfg.loop.steps, cfg.loop.log_every, cfg.loop.checkpoint_every = 10, 2, 4
     straight = train(cfg, tmp_path / "a", data=data)["modules"]["generators"]
-    log = _records(tmp_path / "a")  # records after steps 2, 4, 6, 8
+    log = _records(tmp_path / "a")  # records after steps 2, 4, ..., 10
     assert int(straight["pretrain_end"]) == 2  # the first check met 50 voxels
-    assert [r.get("pretrain_end") for r in log] == [2.0, None, None, None]
+    assert [r.get("pretrain_end") for r in log] == [2.0, None, None, None, None]
     assert {"inversion_heldout_vox", "inversion_forward_vox", "pretrain_trans"} <= set(log[0])
-    # steps 3 and 4 would have pre-trained without the target: joint training instead
+    # steps 3 to 8 would have pre-trained without the target: joint training instead
     assert all("sim" in r and "pretrain_trans" not in r for r in log[1:])
-    cfg.loop.steps = 4
-    train(cfg, tmp_path / "b", data=tiny_data())
-    cfg.loop.steps = 8
+    original = LabelTransferTask.training_step
+
+    def killed(self, batch, step, ctx):  # a kill inside the bound, after last.pt of step 4
+        if step == 4:
+            raise RuntimeError("killed")
+        return original(self, batch, step, ctx)
+
+    monkeypatch.setattr(LabelTransferTask, "training_step", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(cfg, tmp_path / "b", data=tiny_data())
+    monkeypatch.undo()  # the resumed run must read the ended pre-training from the checkpoint
     resumed = train(cfg, tmp_path / "b", resume=True, data=tiny_data())["modules"]["generators"]
+    assert "pretrain_trans" not in _records(tmp_path / "b")[-3]  # steps 5-6: joint
     for key, value in straight.items():
         assert torch.equal(value, resumed[key]), key
+
+
+def test_pretraining_ends_only_when_both_residuals_meet_the_target(tmp_path, monkeypatch):
+    from medistill.labeltransfer import training
+
+    values = {"held": 0.1, "forward": 0.9}  # the held-out fields meet 0.5, G_F's do not
+    calls = []
+
+    def fake(net, atlas, fields, mask=None):
+        calls.append(len(fields))
+        return values["held"] if len(calls) % 2 else values["forward"]
+
+    monkeypatch.setattr(training, "inversion_residual", fake)
+    cfg = tiny_config(gan=0.0, backward_pretrain=6, pretrain_target=0.5)
+    cfg.loop.steps, cfg.loop.log_every = 6, 2
+    state = train(cfg, tmp_path / "a", data=tiny_data())["modules"]["generators"]
+    assert int(state["pretrain_end"]) == 0 and calls
+    values["held"], values["forward"] = 0.9, 0.4
+    state = train(cfg, tmp_path / "b", data=tiny_data())["modules"]["generators"]
+    assert int(state["pretrain_end"]) == 0
+    values["held"] = 0.45
+    state = train(cfg, tmp_path / "c", data=tiny_data())["modules"]["generators"]
+    assert int(state["pretrain_end"]) == 2
 
 
 def test_pretraining_runs_to_its_bound_when_the_target_is_not_met(tmp_path):
@@ -220,13 +253,19 @@ def test_backward_generator_has_its_own_learning_rate():
     atlas = task.data.atlas.image[None].float()
     field = random_smooth_disp((SIZE, SIZE), batch=2, max_disp=2.0, generator=torch.Generator())
     net = task.net.backward_net
+    inside = atlas > 0
     with torch.no_grad():
         whole = inversion_residual(net, atlas, field)
-        assert inversion_residual(net, atlas, field, torch.ones_like(atlas, dtype=torch.bool)) == (
-            pytest.approx(whole)
+        assert inversion_residual(net, atlas, field, torch.ones_like(inside)) == pytest.approx(
+            whole
         )
-        inside = inversion_residual(net, atlas, field, atlas > 0)
-    assert inside != pytest.approx(whole)
+        disp_b = net(atlas.expand(2, -1, -1, -1), warp(atlas, field))
+        length = transformation_cycle_residual(field, disp_b).norm(dim=1)  # (2, S, S)
+        want = float(length[inside[0].expand(2, -1, -1)].mean())
+        assert inversion_residual(net, atlas, field, inside) == pytest.approx(want)
+        assert want != pytest.approx(float(length[~inside[0].expand(2, -1, -1)].mean()))
+        empty = torch.zeros_like(inside)
+        assert math.isnan(inversion_residual(net, atlas, field, empty))  # meets no target
 
 
 def test_forward_generator_starts_from_another_checkpoint(tmp_path):
@@ -259,6 +298,14 @@ def test_pretraining_settings_are_checked():
         check_config(tiny_config(pretrain_target=0.5))
     with pytest.raises(InputError, match="pretrain_target must be >= 0"):
         check_config(tiny_config(pretrain_target=-1.0, backward_pretrain=1))
+    with pytest.raises(InputError, match="model.backward_lr must be >= 0"):
+        negative = tiny_config()
+        negative.model.backward_lr = -1e-3
+        check_config(negative)
+    one = tiny_data()
+    one.images.images[:] = one.images.images[:1]
+    with pytest.raises(InputError, match="at least 2 training images"):
+        LabelTransferTask(tiny_config(pretrain_target=0.5, backward_pretrain=1), one)
 
 
 def _tiny_3d_data(size: int = 16):

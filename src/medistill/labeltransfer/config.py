@@ -164,9 +164,9 @@ class LossConfig:
             (random on even steps, ``G_F``'s on odd ones).
         pretrain_target: 0 (run all ``backward_pretrain`` steps) or the inversion residual
             (mean length, voxels) at which the pre-training ends early: every ``log_every``
-            steps ``G_B`` inverts fields it never trained on (a fixed set of random fields drawn
-            from another seed, and ``G_F``'s fields on the collapse guard's probe images),
-            averaged over the atlas's non-zero voxels (outside them no image shows a field); the
+            steps ``G_B`` inverts a fixed set of random fields drawn from another seed (never
+            trained on) and ``G_F``'s fields for the collapse guard's probe images (drawn from
+            the training images), averaged over the atlas's non-zero voxels; the
             first check at which the larger of the two residuals is at most this ends it (the
             step is kept in the checkpoint). ``backward_pretrain`` is the upper bound.
         pretrain_pool: 0 draws a new field for every image of every pre-training step; ``N``

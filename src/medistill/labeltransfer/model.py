@@ -107,8 +107,8 @@ class GradTap(torch.autograd.Function):
 
 class RegistrationGenerator(nn.Module):
     """A registration network (:class:`~medistill.nets.Cascade`: affine stem and cascades) used
-    as LT-Net's ``G_F``: ``forward(fixed, moving)`` returns its composed displacement (voxels,
-    affine included), as a VoxelMorph generator would.
+    as LT-Net's ``G_F`` or ``G_B``: ``forward(fixed, moving)`` returns its composed displacement
+    (voxels, affine included), as a VoxelMorph generator would.
 
     Args:
         spec: ``{"role": teacher | student | voxelmorph, "model": <the registration config's
@@ -358,7 +358,7 @@ class Atlas(NamedTuple):
 
 def checkpoint_meta(cfg: LabelTransferConfig, net: nn.Module, atlas: Atlas) -> dict[str, Any]:
     """What a label-transfer checkpoint stores besides weights (the atlas included; and the
-    architecture of ``G_F`` when it is a :class:`RegistrationGenerator`)."""
+    architecture of ``G_F`` / ``G_B`` when it is a :class:`RegistrationGenerator`)."""
     meta = {
         "task": TASK,
         "role": role_of(cfg),

@@ -17,8 +17,10 @@ with ``loss.pretrain_target`` it stops early once it inverts fields it never tra
 many voxels. With ``loss.balance = "initial"`` every term is divided by its magnitude at the first
 step after the pre-training (the start of the warm-up). Every ``loop.log_every`` steps the
 collapse guard logs the spread of ``G_F``'s fields over a fixed probe of training images
-(``fwd_spread``; ``collapsed`` is 1 below ``loss.collapse_threshold``) and, during the
-pre-training, ``G_B``'s inversion residual on fields it never trained on.
+(``fwd_spread``; ``collapsed`` is 1 below ``loss.collapse_threshold``) and, with
+``loss.pretrain_target``, ``G_B``'s inversion residual on a fixed set of random fields it never
+trains on and on ``G_F``'s fields for the probe images (the whole run, not only the
+pre-training).
 
 During the first ``loss.cycle_start`` steps (warm-up) the cycle terms see ``Delta_F`` and
 ``u_bar`` without gradient: ``G_F`` learns from ``L_sim``, ``L_smooth`` and ``L_GAN`` while ``G_B``
@@ -58,7 +60,14 @@ from medistill.typing import PathLike
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LabelTransferTask", "generator_terms", "total_loss", "train"]
+__all__ = [
+    "LabelTransferTask",
+    "generator_terms",
+    "inversion_residual",
+    "registration_generator",
+    "total_loss",
+    "train",
+]
 
 TERMS = LOSS_TERMS
 PROBE_IMAGES = 4
@@ -231,6 +240,11 @@ class LabelTransferTask:
             else None
         )
         w = cfg.loss
+        if w.pretrain_target > 0 and w.backward_pretrain and self.probe is None:
+            raise InputError(
+                "loss.pretrain_target checks G_B on G_F's fields for probe images: it needs at "
+                "least 2 training images"
+            )
         self.pool = None  # the fixed pre-training fields of loss.pretrain_pool, drawn once
         if w.backward_pretrain and w.pretrain_pool > 0:
             self.pool = random_smooth_disp(
@@ -303,7 +317,7 @@ class LabelTransferTask:
             "collapsed": float(spread < self.cfg.loss.collapse_threshold),
         }
         if self.check_fields is not None and net.backward_net is not None:
-            inside = atlas[:1] > 0  # the atlas's content: outside it no image shows the field
+            inside = atlas[:1] > 0  # the atlas's content: outside it no image shows a field
             with torch.no_grad():
                 logs.update(
                     {
@@ -373,6 +387,11 @@ class LabelTransferTask:
             target = self.cfg.loss.pretrain_target
             if pretraining and target > 0 and "inversion_heldout_vox" in logs:
                 worst = max(logs["inversion_heldout_vox"], logs["inversion_forward_vox"])
+                if torch.distributed.is_available() and torch.distributed.is_initialized():
+                    # every rank must end the pre-training at the same step
+                    shared = torch.tensor([worst], device=self.net.pretrain_end.device)
+                    torch.distributed.all_reduce(shared, op=torch.distributed.ReduceOp.MAX)
+                    worst = float(shared)
                 if worst <= target:  # G_B inverts unseen fields well enough: joint training next
                     self.net.pretrain_end.fill_(step + 1)
                     logs["pretrain_end"] = float(step + 1)
@@ -437,10 +456,14 @@ def inversion_residual(
         backward_net: ``G_B``, called as ``G_B(atlas, atlas o D)``.
         atlas: ``(1 or B, 1, *S)`` atlas image.
         fields: ``(B, ndim, *S)`` displacements ``D`` in voxels.
-        mask: ``(1, 1, *S)`` bool, the voxels averaged over (``None``: all).
+        mask: ``(1, 1, *S)`` bool, the voxels averaged over (``None``: all). The residual at
+            ``t`` belongs to the warped atlas's voxel ``t``; the guard passes the atlas's own
+            non-zero voxels, a fixed region that differs from the warped atlas's content only
+            near its edges for fields of a few voxels.
 
     Returns:
-        The mean over (masked) voxels and fields of ``|D + G_B(l, l o D) o (id + D)|``.
+        The mean over (masked) voxels and fields of ``|D + G_B(l, l o D) o (id + D)|``; NaN
+        for an empty mask (no target is met by it).
     """
     atlas = atlas.expand(fields.shape[0], *atlas.shape[1:])
     disp_b = backward_net(atlas, warp(atlas, fields)).float()
@@ -448,7 +471,7 @@ def inversion_residual(
     if mask is None:
         return float(length.mean())
     mask = mask.expand_as(length)
-    return float(length[mask].mean()) if bool(mask.any()) else 0.0
+    return float(length[mask].mean()) if bool(mask.any()) else float("nan")
 
 
 def cycle_cap(share: float, main_norm: float, cycle_norm: float) -> float:
@@ -585,6 +608,10 @@ def check_config(cfg: LabelTransferConfig) -> None:
         )
     if cfg.loss.pretrain_target > 0 and not cfg.loss.backward_pretrain:
         raise InputError("loss.pretrain_target needs loss.backward_pretrain > 0 (its upper bound)")
+    if not cfg.model.backward_lr >= 0:
+        raise InputError(
+            f"model.backward_lr must be >= 0 (0: loop.lr), got {cfg.model.backward_lr}"
+        )
     if cfg.loss.pretrain_pool < 0:
         raise InputError(f"loss.pretrain_pool must be >= 0, got {cfg.loss.pretrain_pool}")
     if cfg.loss.backward_pretrain < 0 or cfg.loss.pretrain_disp < 0:
