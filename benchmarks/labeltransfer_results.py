@@ -75,7 +75,7 @@ WITHOUT = "LT-Net on the fine-tuned student, cycle_share {share:g}, without {ter
 GAN_SCALED = "LT-Net on the fine-tuned student, cycle_share {share:g}, GAN weight {weight:g}"
 PRETRAINED = (
     "LT-Net on the fine-tuned student, cycle_share {share:g}, {gan}, G_B {backward} "
-    "pre-trained to {target:g} voxel ({source} fields)"
+    "pre-trained to {target:g} voxel ({source} fields, at most {steps} steps, lr {lr:g})"
 )
 # the equal-step control of the rows on the student: forward-only training of G_F continued for
 # as many steps as those rows train G_F after G_B's pre-training (3/4 of --steps)
@@ -321,11 +321,13 @@ def main() -> int:
             target=args.pretrain_target,
             source=args.pretrain_source,
             backward=f"= {backward}" if backward else "(U-Net)",
+            steps=args.pretrain_steps,
+            lr=args.backward_lr,
         )
         rows[pretrained] = (
             f"student_lt_cs{args.cycle_share:g}_{f'gan{gan:g}' if gan > 0 else 'no_gan'}_"
-            f"pt{args.pretrain_target:g}_{args.pretrain_source}"
-            + (f"_gb_{Path(backward).stem}" if backward else ""),
+            f"pt{args.pretrain_target:g}_{args.pretrain_source}_ps{args.pretrain_steps}_"
+            f"blr{args.backward_lr:g}" + (f"_gb_{Path(backward).stem}" if backward else ""),
             ALL_CYCLE if gan > 0 else tuple(t for t in ALL_CYCLE if t != "gan"),
         )
         ablation.add(pretrained)
