@@ -171,8 +171,8 @@ def main() -> int:
         "--pretrain-target",
         type=float,
         default=0.0,
-        help="one more row on the student: without the GAN, G_B pre-trained until its inversion "
-        "residual on unseen fields is at most this (voxels; loss.pretrain_target)",
+        help="one more row on the student (without the GAN unless --pretrain-gan): G_B "
+        "pre-trained until its inversion residual is at most this (voxels; loss.pretrain_target)",
     )
     parser.add_argument(
         "--pretrain-steps",
