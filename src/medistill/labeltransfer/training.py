@@ -11,16 +11,16 @@ One step (batch of unlabelled images ``u``, the atlas ``l``, ``l_s``):
    discriminator frozen; both generators are updated by one optimiser.
 
 During the first ``loss.backward_pretrain`` steps only ``G_B`` trains: it learns to invert random
-smooth fields applied to the atlas, or ``G_F``'s own fields (``loss.pretrain_source``;
-``L_trans`` against the known field), so that it inverts before the cycle terms reach ``G_F``;
-with ``loss.pretrain_target`` it stops early once it inverts fields it never trained on to that
-many voxels. With ``loss.balance = "initial"`` every term is divided by its magnitude at the first
-step after the pre-training (the start of the warm-up). Every ``loop.log_every`` steps the
-collapse guard logs the spread of ``G_F``'s fields over a fixed probe of training images
-(``fwd_spread``; ``collapsed`` is 1 below ``loss.collapse_threshold``) and, with
-``loss.pretrain_target``, ``G_B``'s inversion residual on a fixed set of random fields it never
-trains on and on ``G_F``'s fields for the probe images (the whole run, not only the
-pre-training).
+smooth fields applied to the atlas, or ``G_F``'s own fields (``loss.pretrain_source``; ``L_trans``
+against the known field), so that it inverts before the cycle terms reach ``G_F``; with
+``loss.pretrain_target`` it stops early once it inverts a fixed check set of fields (random ones it
+never trains on, and ``G_F``'s for the probe images) to that many voxels. With ``loss.balance =
+"initial"`` every term is divided by its magnitude at the first step after the pre-training (the
+start of the warm-up). Every ``loop.log_every`` steps the collapse guard logs the spread of
+``G_F``'s fields over a fixed probe of training images (``fwd_spread``; ``collapsed`` is 1 below
+``loss.collapse_threshold``) and, with ``loss.pretrain_target``, ``G_B``'s inversion residual on a
+fixed set of random fields it never trains on and on ``G_F``'s fields for the probe images (the
+whole run, not only the pre-training).
 
 During the first ``loss.cycle_start`` steps (warm-up) the cycle terms see ``Delta_F`` and
 ``u_bar`` without gradient: ``G_F`` learns from ``L_sim``, ``L_smooth`` and ``L_GAN`` while ``G_B``
