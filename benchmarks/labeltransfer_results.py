@@ -333,7 +333,8 @@ def main() -> int:
         ablation.add(pretrained)
         if gan > 0:
             gan_weight[pretrained] = gan
-    continued = CONTINUED.format(n=steps - steps // 4)
+    continued_steps = steps - steps // 4  # the G_F steps of the rows after the pre-training
+    continued = CONTINUED.format(n=continued_steps)
     rows[continued] = ("student_fwd_more", ())
     for name, (folder, terms) in rows.items():
         if args.only and name not in args.only:
@@ -355,19 +356,16 @@ def main() -> int:
             rcfg.loop.lr = args.student_lr
             if name == ON_STUDENT:
                 rcfg.model.forward_registration = args.forward_registration
-            elif name == continued:
+            else:  # every other row on the student starts from the fine-tuned one
                 start = out / ROWS[ON_STUDENT][0] / "model.pt"
                 if not start.exists():
                     print(f"skipped {name}: train the row {ON_STUDENT!r} first ({start})")
                     continue
+            if name == continued:
                 rcfg.model.forward_init = str(start)
-                rcfg.loop.steps = steps - steps // 4
+                rcfg.loop.steps = continued_steps
                 rcfg.loop.lr_decay_steps = (int(steps * 0.7) - steps // 4,)
-            else:
-                start = out / ROWS[ON_STUDENT][0] / "model.pt"
-                if not start.exists():
-                    print(f"skipped {name}: train the row {ON_STUDENT!r} first ({start})")
-                    continue
+            elif name != ON_STUDENT:
                 balanced_start(rcfg, start, steps, args.cycle_share)
                 if name == pretrained:
                     # G_B pre-trained to a target: the warm-up and joint phases follow the bound

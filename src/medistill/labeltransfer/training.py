@@ -381,7 +381,10 @@ class LabelTransferTask:
 
     def training_step(self, batch: dict[str, Any], step: int, ctx: StepContext) -> dict[str, float]:
         pretraining = self.in_pretraining(step)
-        logs = self._step(batch, step, ctx)
+        if pretraining:
+            logs = self.pretrain_step(batch, step, ctx)
+        else:
+            logs = self._step(batch, step, ctx)
         if (step + 1) % self.cfg.loop.log_every == 0:
             logs.update(self.guard(self.net))
             target = self.cfg.loss.pretrain_target
@@ -399,8 +402,7 @@ class LabelTransferTask:
         return logs
 
     def _step(self, batch: dict[str, Any], step: int, ctx: StepContext) -> dict[str, float]:
-        if self.in_pretraining(step):
-            return self.pretrain_step(batch, step, ctx)
+        """A joint step (both generators, and the discriminator with the GAN on)."""
         net = ctx.modules["generators"]
         image, atlas, onehot = batch["image"], batch["atlas"], batch["atlas_onehot"]
         batch_size = image.shape[0]
