@@ -9,7 +9,9 @@ seed's recipe (AT then imitation, alpha 0.5, L1 attention distance, teacher conv
 - ``alpha`` of the imitation loss (0.25, 0.75; the weight of the target term),
 - the attention distance (L2),
 - the paired layers (teacher conv2 / student conv1, teacher conv4 / student conv2),
-- the split of the steps (N/2 attention + N/2 imitation: the same N steps as the plain student),
+- the split of the steps (N/2 attention + N/2 imitation: the same N steps as the plain student;
+  N/2 attention + 3N/2 imitation: KD's 2N steps with more of them learning from the teacher,
+  also with alpha 0.25),
 - imitation only for 2N steps (no attention stage).
 
 Every setting is chosen on the **validation** subjects of the pooled split and reported on the
@@ -19,7 +21,11 @@ settings (the attention stage of the alpha variants) are trained once.
 Usage (from the repository root, background; about 20 minutes per acceleration on 2 idle cores):
 
     python benchmarks/recon_kd_tuning.py --out runs/recon_tuning [--size 64] [--steps 400]
-        [--accelerations 5,8]
+        [--accelerations 5,8] [--teacher-steps M] [--only "LABEL;LABEL"]
+
+``--teacher-steps M`` trains the teacher for M steps (default N: the students keep N per stage);
+``--only`` trains and reports just the named settings (the teacher and the plain student for N
+steps always).
 
 Interrupted runs resume (finished stages are skipped). Skips with a message when ../shared/data
 is absent.
@@ -73,6 +79,14 @@ SETTINGS: dict[str, list[tuple[str, str, float, list[str], str]]] = {
         ("at_half", "at", 0.5, [], ""),
         ("kd_half", "imitation", 0.5, [], "at_half"),
     ],
+    "KD, N/2 AT + 3N/2 imitation (2N in all)": [
+        ("at_half", "at", 0.5, [], ""),
+        ("kd_half_long", "imitation", 1.5, [], "at_half"),
+    ],
+    "KD, alpha 0.25, N/2 AT + 3N/2 imitation": [
+        ("at_half", "at", 0.5, [], ""),
+        ("kd_half_long_a025", "imitation", 1.5, ["distill.alpha=0.25"], "at_half"),
+    ],
 }
 
 
@@ -88,7 +102,17 @@ def main() -> int:
     parser.add_argument("--accelerations", default="5,8")
     parser.add_argument("--test-fraction", type=float, default=0.2, help="pooled: per group")
     parser.add_argument("--seed", type=int, default=0, help="pooled: the split's seed")
+    parser.add_argument("--teacher-steps", type=int, default=0, help="teacher's steps (0: N)")
+    parser.add_argument("--only", default="", help="settings to run, separated by ';'")
     args = parser.parse_args()
+    settings = dict(SETTINGS)
+    if args.only:
+        wanted = ["student, no KD (N)", *(w.strip() for w in args.only.split(";") if w.strip())]
+        unknown = [w for w in wanted if w not in SETTINGS]
+        if unknown:
+            print(f"error: --only: unknown setting {unknown[0]!r}; known: {list(SETTINGS)}")
+            return 2
+        settings = {label: SETTINGS[label] for label in dict.fromkeys(wanted)}
     if not SHARED.is_dir():
         print(f"skipped: real data not found at {SHARED}")
         return 0
@@ -116,9 +140,10 @@ def main() -> int:
             return [*base, f"mask.acceleration={acc}", *rr.steps_overrides(steps)]
 
         teacher = folder / "teacher" / "model.pt"
-        rr.train_run("recon-teacher", folder / "teacher", stage_overrides(1), group["_commands"])
+        teacher_sets = stage_overrides(args.teacher_steps / n if args.teacher_steps else 1)
+        rr.train_run("recon-teacher", folder / "teacher", teacher_sets, group["_commands"])
         finals = {"teacher": folder / "teacher"}
-        for label, stages in SETTINGS.items():
+        for label, stages in settings.items():
             for sub, mode, factor, extra, init in stages:
                 sets_ = [*stage_overrides(factor), f"distill.mode={mode}", *extra]
                 if mode != "none":

@@ -243,10 +243,11 @@ def latency(
 ) -> None:
     """Teacher vs student ms per 256x256 slice, interleaved in one run; with ``eager`` also
     both networks run eagerly (``ReconModel.engine="eager"``; the default engine traces and
-    freezes them), timed in the same rounds."""
+    freezes them), timed in the same rounds. Then the student / teacher ratio from alternating
+    calls (``benchmarks/recon_latency.py`` does only this, for any two checkpoints)."""
     import copy
 
-    from medistill.recon.inference import latency_ms
+    from medistill.recon.inference import latency_ms, paired_latency
     from medistill.recon.model import load_model
 
     for tag in tags:
@@ -267,6 +268,14 @@ def latency(
                 best[name] = min(ms, best.get(name, float("inf")))
         results[tag]["_latency_ms_256"] = best
         print(f"  latency {tag}: {best}", flush=True)
+        paired = paired_latency(models["teacher"], models["student"], 256, threads=threads)
+        results[tag]["_latency_paired_256"] = paired
+        print(
+            f"  student / teacher, alternating pairs: median {paired['ratio_median']:.2f} "
+            f"(10-90 %: {paired['ratio_p10']:.2f}-{paired['ratio_p90']:.2f}, "
+            f"{paired['pairs']} pairs)",
+            flush=True,
+        )
 
 
 def pm(summary: dict, key: str, digits: int) -> str:

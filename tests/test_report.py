@@ -12,6 +12,7 @@ from medistill.report import (
     label_name,
     mid_plane,
     time_call,
+    time_pairs,
     write_report,
 )
 
@@ -34,6 +35,42 @@ def test_time_call_counts_calls_and_restores_threads():
     assert torch.get_num_threads() == before
     assert latency.repeats == 3 and 0 <= latency.min_s <= latency.median_s
     assert set(latency.as_dict()) == {"median_s", "min_s", "repeats"}
+
+
+def test_time_pairs_alternates_and_takes_per_pair_ratios(monkeypatch):
+    """A fake clock: a costs 1 s, b 3 s, except in a 'slow spell' (pairs 2 and 3) where the
+    machine runs both 10x slower: per-pair ratios stay exactly 3, while the medians see it."""
+    import medistill.report as report
+
+    clock = [0.0]
+    order = []
+    spell = {"on": False}
+
+    def tick(name, cost):
+        def call():
+            order.append(name)
+            clock[0] += cost * (10.0 if spell["on"] else 1.0)
+
+        return call
+
+    monkeypatch.setattr(report.time, "perf_counter", lambda: clock[0])
+    a, b = tick("a", 1.0), tick("b", 3.0)
+
+    def a_with_spell():
+        timed = len([n for n in order if n == "a"]) - 1  # after the one warm-up call
+        spell["on"] = timed in (2, 3)
+        a()
+
+    before = torch.get_num_threads()
+    t = time_pairs(a_with_spell, b, pairs=6, warmup=1, threads=1)
+    assert torch.get_num_threads() == before
+    assert order[:2] == ["a", "b"]  # warm-up
+    assert order[2:] == ["a", "b", "b", "a", "a", "b", "b", "a", "a", "b", "b", "a"]
+    assert t.pairs == 6 and t.ratio_median == t.ratio_p10 == t.ratio_p90 == pytest.approx(3.0)
+    assert t.a_median_s == pytest.approx(1.0) and t.b_median_s == pytest.approx(3.0)
+    assert set(t.as_dict()) == {
+        "a_median_s", "b_median_s", "ratio_median", "ratio_p10", "ratio_p90", "pairs"
+    }
 
 
 def test_label_names_and_mid_plane():

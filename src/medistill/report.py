@@ -217,3 +217,86 @@ def time_call(
     finally:
         torch.set_num_threads(before)
     return Latency(statistics.median(times), min(times), len(times))
+
+
+@dataclass(frozen=True)
+class PairedLatency:
+    """Two calls timed in alternation by :func:`time_pairs` (seconds; ratio ``b / a``).
+
+    Attributes:
+        a_median_s: median seconds of one call of ``a``.
+        b_median_s: median seconds of one call of ``b``.
+        ratio_median: median over the pairs of ``b``'s time / ``a``'s time in the same pair.
+        ratio_p10: 10th percentile of those ratios.
+        ratio_p90: 90th percentile of those ratios.
+        pairs: timed pairs.
+    """
+
+    a_median_s: float
+    b_median_s: float
+    ratio_median: float
+    ratio_p10: float
+    ratio_p90: float
+    pairs: int
+
+    def as_dict(self) -> dict[str, float]:
+        """The fields as a dict for JSON summaries."""
+        return asdict(self)
+
+
+def time_pairs(
+    a: Callable[[], Any],
+    b: Callable[[], Any],
+    *,
+    pairs: int = 30,
+    warmup: int = 2,
+    threads: int | None = None,
+) -> PairedLatency:
+    """CPU latency of ``b`` relative to ``a``, robust to a machine whose speed drifts: the calls
+    alternate (``a, b, b, a, a, b, ...``: each goes first in half the pairs) and each pair gives
+    one ratio ``time(b) / time(a)`` measured seconds apart, so a slow spell of the machine
+    slows both calls of a pair rather than one side of the comparison.
+
+    Args:
+        a: the reference call (e.g. the teacher's forward pass).
+        b: the compared call (e.g. the student's).
+        pairs: timed pairs (at least 1).
+        warmup: untimed calls of each first.
+        threads: PyTorch CPU threads during the measurement (``None``/0: unchanged).
+
+    Returns:
+        :class:`PairedLatency` with both medians and the median and 10-90th percentiles of the
+        per-pair ratio.
+    """
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        for _ in range(max(0, warmup)):
+            a()
+            b()
+        ta, tb = [], []
+        for i in range(max(1, pairs)):
+            order = ((a, ta), (b, tb)) if i % 2 == 0 else ((b, tb), (a, ta))
+            for fn, times in order:
+                t = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(before)
+    ratios = sorted(y / x for x, y in zip(ta, tb, strict=True))
+
+    def pct(q: float) -> float:  # linear interpolation between order statistics
+        pos = q * (len(ratios) - 1)
+        lo = int(pos)
+        hi = min(lo + 1, len(ratios) - 1)
+        return ratios[lo] + (ratios[hi] - ratios[lo]) * (pos - lo)
+
+    return PairedLatency(
+        statistics.median(ta),
+        statistics.median(tb),
+        statistics.median(ratios),
+        pct(0.1),
+        pct(0.9),
+        len(ratios),
+    )

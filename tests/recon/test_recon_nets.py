@@ -143,3 +143,20 @@ def test_bad_shapes_and_settings_raise():
         net(torch.zeros(1, 2, 8, 8), torch.zeros(1, 2, 8, 8, dtype=torch.complex64), 1)
     with pytest.raises(InputError, match="kspace"):
         net(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 6, dtype=torch.complex64), 1)
+
+
+def test_paired_latency_times_both_networks_on_one_slice():
+    from medistill.recon.config import ReconConfig
+    from medistill.recon.inference import paired_latency
+    from medistill.recon.model import ReconModel
+
+    cfg = ReconConfig()
+    cfg.model.cascades, cfg.model.channels = 2, 4
+    models = [
+        ReconModel(build_model(cfg.model, role).eval(), role, cfg, None, 0)
+        for role in ("recon-teacher", "recon-student")
+    ]
+    p = paired_latency(models[0], models[1], 16, pairs=4, threads=1)
+    assert p["pairs"] == 4 and p["reference_ms"] > 0 and p["model_ms"] > 0
+    assert 0 < p["ratio_p10"] <= p["ratio_median"] <= p["ratio_p90"]
+    assert models[0]._frozen and models[1]._frozen  # the default engine ran (traced, frozen)

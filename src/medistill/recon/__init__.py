@@ -71,6 +71,7 @@ __all__ = [
     "ifft2",
     "imitation_loss",
     "latency_ms",
+    "paired_latency",
     "load_kspace",
     "load_mask",
     "load_model",

@@ -41,6 +41,7 @@ __all__ = [
     "SUMMARY_KEYS",
     "evaluate",
     "latency_ms",
+    "paired_latency",
     "load_kspace",
     "reconstruct_image",
     "reconstruct_kspace",
@@ -210,6 +211,42 @@ def latency_ms(
     inputs, _ = model.inputs(target)
     latency = time_call(lambda: model.run(*inputs), repeats=repeats, threads=threads)
     return 1000.0 * latency.median_s
+
+
+def paired_latency(
+    reference: ReconModel,
+    model: ReconModel,
+    size: int,
+    *,
+    pairs: int = 30,
+    threads: int | None = None,
+) -> dict[str, float]:
+    """CPU time of ``model`` against ``reference`` (e.g. student against teacher) on one
+    ``size x size`` slice (batch 1), the two forward passes alternating
+    (:func:`medistill.report.time_pairs`): each pair gives one ratio measured seconds apart.
+
+    Returns:
+        ``{"reference_ms", "model_ms", "ratio_median", "ratio_p10", "ratio_p90", "pairs"}``:
+        median milliseconds of each and the median and 10-90th percentiles of the per-pair
+        ratio ``model / reference``.
+    """
+    from medistill.report import time_pairs
+
+    calls = []
+    for m in (reference, model):
+        m.net.to("cpu")
+        target = torch.rand(1, 1, size, size, generator=torch.Generator().manual_seed(0))
+        inputs, _ = m.inputs(target)
+        calls.append(lambda m=m, inputs=inputs: m.run(*inputs))
+    t = time_pairs(calls[0], calls[1], pairs=pairs, threads=threads)
+    return {
+        "reference_ms": 1000.0 * t.a_median_s,
+        "model_ms": 1000.0 * t.b_median_s,
+        "ratio_median": t.ratio_median,
+        "ratio_p10": t.ratio_p10,
+        "ratio_p90": t.ratio_p90,
+        "pairs": t.pairs,
+    }
 
 
 def _metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
