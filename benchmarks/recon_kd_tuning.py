@@ -10,8 +10,8 @@ seed's recipe (AT then imitation, alpha 0.5, L1 attention distance, teacher conv
 - the attention distance (L2),
 - the paired layers (teacher conv2 / student conv1, teacher conv4 / student conv2),
 - the split of the steps (N/2 attention + N/2 imitation: the same N steps as the plain student;
-  N/2 attention + 3N/2 imitation: KD's 2N steps with more of them learning from the teacher,
-  also with alpha 0.25),
+  N/2 or N/4 attention + 3N/2 or 7N/4 imitation: KD's 2N steps with more of them learning from
+  the teacher, also with alpha 0.25),
 - imitation only for 2N steps (no attention stage).
 
 Every setting is chosen on the **validation** subjects of the pooled split and reported on the
@@ -82,6 +82,10 @@ SETTINGS: dict[str, list[tuple[str, str, float, list[str], str]]] = {
     "KD, N/2 AT + 3N/2 imitation (2N in all)": [
         ("at_half", "at", 0.5, [], ""),
         ("kd_half_long", "imitation", 1.5, [], "at_half"),
+    ],
+    "KD, N/4 AT + 7N/4 imitation (2N in all)": [
+        ("at_quarter", "at", 0.25, [], ""),
+        ("kd_quarter_long", "imitation", 1.75, [], "at_quarter"),
     ],
     "KD, alpha 0.25, N/2 AT + 3N/2 imitation": [
         ("at_half", "at", 0.5, [], ""),

@@ -1,10 +1,13 @@
 """Paired PSNR differences between the runs of one ``recon_results.py`` group, per test volume.
 
     python benchmarks/recon_paired.py runs/recon_pooled/recon_4x [--eval eval ...]
+        [--pair A:B ...]
 
 Prints, for teacher - student, KD - student, teacher - KD, imitation - student, KD - the
 equal-compute student (``student_2x``) and that student - student: the mean +- sd of the per-volume
-PSNR difference (dB) and on how many volumes the first is higher.
+PSNR difference (dB) and on how many volumes the first is higher. ``--pair A:B`` compares other
+run folders of the group instead (e.g. those of ``recon_kd_tuning.py``, whose evaluations are
+``eval_val``, ``eval_test`` and ``eval_test_inverted``).
 """
 
 from __future__ import annotations
@@ -35,10 +38,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("group", type=Path, help="e.g. runs/recon_pooled/recon_4x")
     parser.add_argument("--eval", nargs="*", default=["eval", "eval_inverted contrast"])
+    parser.add_argument("--pair", action="append", default=[], help="A:B, run folders")
     args = parser.parse_args()
+    pairs = [tuple(p.split(":", 1)) for p in args.pair] if args.pair else PAIRS
     for name in args.eval:
         print(f"{args.group.name} / {name}")
-        for a, b in PAIRS:
+        for a, b in pairs:
             pa, pb = args.group / a / name / "metrics.csv", args.group / b / name / "metrics.csv"
             if not (pa.exists() and pb.exists()):
                 continue
