@@ -184,6 +184,22 @@ def test_kd_runs_both_stages(teacher, data_dir, tmp_path):
     assert final["params"] == 2 * (80 + 584 + 73)
 
 
+def test_kd_attention_stage_decays_at_the_same_fractions(teacher, data_dir, tmp_path):
+    cfg = config(
+        data_dir,
+        "loop.steps=8",
+        "loop.lr_decay_steps=[4, 6]",
+        "distill.mode=kd",
+        "distill.at_steps=4",
+        f"distill.teacher={teacher / 'model.pt'}",
+    )
+    train("recon-student", cfg, tmp_path / "kd")
+    at = load_config(ReconConfig, tmp_path / "kd" / "at" / "config.yaml")
+    assert at.loop.steps == 4 and tuple(at.loop.lr_decay_steps) == (2, 3)
+    final = load_config(ReconConfig, tmp_path / "kd" / "config.yaml")
+    assert final.loop.steps == 8 and tuple(final.loop.lr_decay_steps) == (4, 6)
+
+
 def test_resume_continues_exactly(data_dir, tmp_path):
     straight = tmp_path / "straight"
     train("sr-student", config(data_dir, "loop.steps=4"), straight)

@@ -177,7 +177,9 @@ class DistillConfig:
         init: student checkpoint to start from (e.g. a step-2 ``at`` run for step 3).
         alpha: weight of the reconstruction term of the imitation loss.
         at_distance: ``"l1"`` or ``"l2"`` between normalised attention maps.
-        at_steps: steps of the attention stage of ``kd`` (0: ``loop.steps``).
+        at_steps: steps of the attention stage of ``kd`` (0: ``loop.steps``); its learning
+            rate decays at the same fractions of them as ``loop.lr_decay_steps`` of
+            ``loop.steps``.
         at_layers: ``[teacher, student]`` 1-based convolution (of every cascade / of the VDSR
             body) whose ReLU output is paired by attention transfer; 0 = KD-MRI's pairing
             (the middle layer: teacher DC-CNN conv3 / student conv2, VDSR conv6 / conv4).

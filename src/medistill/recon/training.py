@@ -346,8 +346,9 @@ def train(role: str, cfg: ReconConfig, out: PathLike, *, resume: bool = False) -
 
     Writes ``out/last.pt`` (resumable state), ``out/model.pt`` (slim inference checkpoint),
     ``out/config.yaml`` and ``out/log.jsonl``. ``mode = "kd"`` first trains the attention stage in
-    ``out/at`` (``distill.at_steps`` steps), then the imitation stage in ``out`` starting from
-    ``out/at/model.pt``.
+    ``out/at`` (``distill.at_steps`` steps, the learning rate halved at the same fractions of them
+    as ``loop.lr_decay_steps`` are of ``loop.steps``), then the imitation stage in ``out``
+    starting from ``out/at/model.pt``.
 
     Args:
         role: ``recon-teacher``, ``recon-student``, ``sr-teacher`` or ``sr-student``.
@@ -369,8 +370,14 @@ def train(role: str, cfg: ReconConfig, out: PathLike, *, resume: bool = False) -
         return _fit(cfg, role, slices, out, kind=kind, resume=resume, init=cfg.distill.init)
     at_cfg = copy.deepcopy(cfg)
     at_cfg.distill.mode = "at"
-    if cfg.distill.at_steps > 0:
+    if cfg.distill.at_steps > 0 and cfg.distill.at_steps != cfg.loop.steps:
+        # the attention stage keeps the schedule's shape: decays at the same fractions of its
+        # own steps (decay steps meant for loop.steps could lie beyond a shorter stage)
         at_cfg.loop.steps = cfg.distill.at_steps
+        at_cfg.loop.lr_decay_steps = tuple(
+            max(1, round(d * cfg.distill.at_steps / cfg.loop.steps))
+            for d in cfg.loop.lr_decay_steps
+        )
     at_out = out / "at"
     # the attention stage is resumed whenever it exists, so that a resumed kd run finishes it
     at_resume = (at_out / "last.pt").exists()
