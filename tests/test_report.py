@@ -69,7 +69,12 @@ def test_time_pairs_alternates_and_takes_per_pair_ratios(monkeypatch):
     assert t.pairs == 6 and t.ratio_median == t.ratio_p10 == t.ratio_p90 == pytest.approx(3.0)
     assert t.a_median_s == pytest.approx(1.0) and t.b_median_s == pytest.approx(3.0)
     assert set(t.as_dict()) == {
-        "a_median_s", "b_median_s", "ratio_median", "ratio_p10", "ratio_p90", "pairs"
+        "a_median_s",
+        "b_median_s",
+        "ratio_median",
+        "ratio_p10",
+        "ratio_p90",
+        "pairs",
     }
 
 
