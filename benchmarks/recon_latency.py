@@ -3,7 +3,7 @@ whose speed drifts cannot decide the answer (issue 14: student <= 0.5x the teach
 
 Both networks run on the same slice (batch 1, default 256x256) in alternation, ``pairs`` times
 (each goes first in half the pairs, after two warm-up calls each); every pair gives one ratio
-student / teacher measured seconds apart. Printed: the median milliseconds of each network, and
+student / teacher measured milliseconds apart. Printed: the median milliseconds of each network, and
 the median and 10th-90th percentiles of the per-pair ratio, for the frozen engine
 (``ReconModel.run``'s default: traced, frozen, convolutions fused with their ReLUs) and eagerly.
 Several rounds, one after the other, show how much the answer moves on this machine.

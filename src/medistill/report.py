@@ -254,7 +254,7 @@ def time_pairs(
 ) -> PairedLatency:
     """CPU latency of ``b`` relative to ``a``, robust to a machine whose speed drifts: the calls
     alternate (``a, b, b, a, a, b, ...``: each goes first in half the pairs) and each pair gives
-    one ratio ``time(b) / time(a)`` measured seconds apart, so a slow spell of the machine
+    one ratio ``time(b) / time(a)`` measured milliseconds apart, so a slow spell of the machine
     slows both calls of a pair rather than one side of the comparison.
 
     Args:

@@ -223,7 +223,7 @@ def paired_latency(
 ) -> dict[str, float]:
     """CPU time of ``model`` against ``reference`` (e.g. student against teacher) on one
     ``size x size`` slice (batch 1), the two forward passes alternating
-    (:func:`medistill.report.time_pairs`): each pair gives one ratio measured seconds apart.
+    (:func:`medistill.report.time_pairs`): each pair gives one ratio measured milliseconds apart.
 
     Returns:
         ``{"reference_ms", "model_ms", "ratio_median", "ratio_p10", "ratio_p90", "pairs"}``:
