@@ -83,6 +83,11 @@ SETTINGS: dict[str, list[tuple[str, str, float, list[str], str]]] = {
         ("at_half", "at", 0.5, [], ""),
         ("kd_half_long", "imitation", 1.5, [], "at_half"),
     ],
+    "student, no KD (3N)": [("student_3n", "none", 3, [], "")],
+    "KD, N/2 AT + 5N/2 imitation (3N in all)": [
+        ("at_half", "at", 0.5, [], ""),
+        ("kd_half_longer", "imitation", 2.5, [], "at_half"),
+    ],
     "KD, N/4 AT + 7N/4 imitation (2N in all)": [
         ("at_quarter", "at", 0.25, [], ""),
         ("kd_quarter_long", "imitation", 1.75, [], "at_quarter"),
