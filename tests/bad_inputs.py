@@ -735,6 +735,11 @@ def case_bench_bad_sizes(d: Path, i: Path) -> list[str]:
     return ["bench", "--sizes", "zero"]
 
 
+@case("option", expect="--threads")
+def case_bench_zero_threads(d: Path, i: Path) -> list[str]:
+    return ["bench", "--threads", "0"]
+
+
 @case("option", expect="--sizes")
 def case_models_bad_sizes(d: Path, i: Path) -> list[str]:
     return ["models", "--sizes", "x"]

@@ -26,6 +26,8 @@ def bench(
         grid = [int(s) for s in sizes.split(",")]
     except ValueError as err:
         raise InputError(f"--sizes must be comma-separated integers, got {sizes!r}") from err
+    if threads < 1:
+        raise InputError(f"--threads must be a positive integer, got {threads}")
     if any(s % 64 for s in grid):
         raise InputError(f"--sizes must be multiples of 64 (teacher downsampling), got {grid}")
     reference = "teacher RCN 3 cascades + affine (w16)"
