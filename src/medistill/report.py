@@ -167,6 +167,19 @@ class Stopwatch:
         return {**self.timings_s, "total": time.perf_counter() - self.start}
 
 
+@contextlib.contextmanager
+def cpu_threads(threads: int | None) -> Iterator[None]:
+    """PyTorch's CPU threads set to ``threads`` for the body (``None``/0: unchanged), the previous
+    count restored afterwards, also on an exception."""
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @dataclass(frozen=True)
 class Latency:
     """Seconds of the timed calls of :func:`time_call`.
@@ -203,10 +216,7 @@ def time_call(
     Returns:
         The :class:`Latency` of one call, in seconds.
     """
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with cpu_threads(threads):
         for _ in range(max(0, warmup)):
             fn()
         times = []
@@ -214,8 +224,6 @@ def time_call(
             t = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t)
-    finally:
-        torch.set_num_threads(before)
     return Latency(statistics.median(times), min(times), len(times))
 
 
@@ -268,10 +276,7 @@ def time_pairs(
         :class:`PairedLatency` with both medians and the median and 10-90th percentiles of the
         per-pair ratio.
     """
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with cpu_threads(threads):
         for _ in range(max(0, warmup)):
             a()
             b()
@@ -282,8 +287,6 @@ def time_pairs(
                 t = time.perf_counter()
                 fn()
                 times.append(time.perf_counter() - t)
-    finally:
-        torch.set_num_threads(before)
     ratios = sorted(y / x for x, y in zip(ta, tb, strict=True))
 
     def pct(q: float) -> float:  # linear interpolation between order statistics

@@ -8,7 +8,7 @@ the maximum of its zero-filled magnitude image (over all slices) and multiplied 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -206,11 +206,17 @@ def latency_ms(
         repeats: timed runs after one warm-up.
         threads: PyTorch CPU threads during the measurement (default: unchanged).
     """
+    latency = time_call(_slice_call(model, size), repeats=repeats, threads=threads)
+    return 1000.0 * latency.median_s
+
+
+def _slice_call(model: ReconModel, size: int) -> Callable[[], torch.Tensor]:
+    """One forward pass of ``model`` (moved to the CPU) on a fixed random ``size x size`` slice
+    (batch 1, seed 0): what the latency functions time."""
     model.net.to("cpu")
     target = torch.rand(1, 1, size, size, generator=torch.Generator().manual_seed(0))
     inputs, _ = model.inputs(target)
-    latency = time_call(lambda: model.run(*inputs), repeats=repeats, threads=threads)
-    return 1000.0 * latency.median_s
+    return lambda: model.run(*inputs)
 
 
 def paired_latency(
@@ -232,13 +238,9 @@ def paired_latency(
     """
     from medistill.report import time_pairs
 
-    calls = []
-    for m in (reference, model):
-        m.net.to("cpu")
-        target = torch.rand(1, 1, size, size, generator=torch.Generator().manual_seed(0))
-        inputs, _ = m.inputs(target)
-        calls.append(lambda m=m, inputs=inputs: m.run(*inputs))
-    t = time_pairs(calls[0], calls[1], pairs=pairs, threads=threads)
+    t = time_pairs(
+        _slice_call(reference, size), _slice_call(model, size), pairs=pairs, threads=threads
+    )
     return {
         "reference_ms": 1000.0 * t.a_median_s,
         "model_ms": 1000.0 * t.b_median_s,

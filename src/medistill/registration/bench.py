@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from medistill.report import time_call
+from medistill.report import cpu_threads, time_call
 
 
 def time_forward(
@@ -44,9 +44,7 @@ def latency_table(
     Returns ``{name: {size: {"median_s", "min_s", "speedup"}}}`` where ``speedup`` is the
     reference model's median divided by this model's (reference default: the first model).
     """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with cpu_threads(threads):
         result: dict[str, dict[int, dict[str, float]]] = {name: {} for name in models}
         for size in sizes:
             shape = (size,) * 3
@@ -57,8 +55,6 @@ def latency_table(
                 result[name][size]["speedup"] = (
                     result[ref][size]["median_s"] / result[name][size]["median_s"]
                 )
-    finally:
-        torch.set_num_threads(previous)
     return result
 
 
