@@ -12,7 +12,9 @@ seed's recipe (AT then imitation, alpha 0.5, L1 attention distance, teacher conv
 - the split of the steps (N/2 attention + N/2 imitation: the same N steps as the plain student;
   N/2 or N/4 attention + 3N/2 or 7N/4 imitation: KD's 2N steps with more of them learning from
   the teacher, also with alpha 0.25),
-- imitation only for 2N steps (no attention stage).
+- imitation only for 2N steps (no attention stage),
+- on the N/2 + 3N/2 split: the L2 attention distance, and imitation of every cascade's output
+  (``distill.cascade_imitation``, weight 1 or 0.5; not in KD-MRI).
 
 Every setting is chosen on the **validation** subjects of the pooled split and reported on the
 test subjects (plain and contrast-inverted); no run trains on either. Stages shared by several
@@ -95,6 +97,18 @@ SETTINGS: dict[str, list[tuple[str, str, float, list[str], str]]] = {
     "KD, alpha 0.25, N/2 AT + 3N/2 imitation": [
         ("at_half", "at", 0.5, [], ""),
         ("kd_half_long_a025", "imitation", 1.5, ["distill.alpha=0.25"], "at_half"),
+    ],
+    "KD, N/2 AT (L2) + 3N/2 imitation": [
+        ("at_half_l2", "at", 0.5, ["distill.at_distance=l2"], ""),
+        ("kd_half_long_l2", "imitation", 1.5, [], "at_half_l2"),
+    ],
+    "KD, N/2 AT + 3N/2 imitation, cascade imitation 1": [
+        ("at_half", "at", 0.5, [], ""),
+        ("kd_half_long_casc1", "imitation", 1.5, ["distill.cascade_imitation=1"], "at_half"),
+    ],
+    "KD, N/2 AT + 3N/2 imitation, cascade imitation 0.5": [
+        ("at_half", "at", 0.5, [], ""),
+        ("kd_half_long_casc05", "imitation", 1.5, ["distill.cascade_imitation=0.5"], "at_half"),
     ],
 }
 

@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from medistill.errors import InputError
-from medistill.recon.distill import attention_loss, attention_map, imitation_loss
+from medistill.recon.dccnn import DCCNN
+from medistill.recon.distill import (
+    attention_loss,
+    attention_map,
+    cascade_imitation_loss,
+    imitation_loss,
+)
 
 
 def test_attention_map_hand_case():
@@ -76,3 +82,32 @@ def test_imitation_loss_hand_case():
     assert imitation_loss(student, target, teacher, alpha=0.0)[0].item() == 3.0
     with pytest.raises(InputError, match="alpha"):
         imitation_loss(student, target, teacher, alpha=1.5)
+
+
+def test_cascade_imitation_loss_averages_all_but_the_last_cascade():
+    student = [torch.zeros(1, 1, 2, 2, requires_grad=True) for _ in range(3)]
+    teacher = [torch.full((1, 1, 2, 2), v, requires_grad=True) for v in (1.0, 3.0, 100.0)]
+    loss = cascade_imitation_loss(student, teacher)
+    assert loss.item() == 2.0  # (1 + 3) / 2: the last cascade (100) is not part of it
+    loss.backward()
+    assert all(t.grad is None for t in teacher)
+    assert student[0].grad is not None and student[2].grad is None
+    assert cascade_imitation_loss(student[:1], teacher[:1]).item() == 0.0
+    with pytest.raises(InputError, match="cascades"):
+        cascade_imitation_loss(student, teacher[:2])
+
+
+def test_dccnn_stages_are_each_cascades_data_consistent_output():
+    torch.manual_seed(0)
+    net = DCCNN(3, 3, 8).eval()
+    image = torch.rand(2, 1, 16, 16)
+    kspace = torch.fft.fft2(image.to(torch.complex64), norm="ortho")
+    mask = (torch.rand(1, 1, 1, 16) > 0.5).float()
+    with torch.no_grad():
+        out = net(image, kspace, mask)
+        one = DCCNN(1, 3, 8).eval()
+        one.blocks[0].load_state_dict(net.blocks[0].state_dict())
+        first = one(image, kspace, mask).image
+    assert len(out.stages) == 3
+    assert out.stages[-1] is out.image
+    torch.testing.assert_close(out.stages[0], first)

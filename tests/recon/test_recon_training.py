@@ -200,6 +200,46 @@ def test_kd_attention_stage_decays_at_the_same_fractions(teacher, data_dir, tmp_
     assert final.loop.steps == 8 and tuple(final.loop.lr_decay_steps) == (4, 6)
 
 
+def test_cascade_imitation_pulls_every_cascade_towards_the_teachers(teacher, data_dir, tmp_path):
+    def run(name: str, weight: float) -> float:
+        cfg = config(
+            data_dir,
+            "loop.steps=10",
+            "loop.log_every=1",
+            "loop.lr=0.003",
+            "distill.mode=imitation",
+            "distill.alpha=1",  # the output term looks at the target only
+            f"distill.cascade_imitation={weight}",
+            f"distill.teacher={teacher / 'model.pt'}",
+        )
+        train("recon-student", cfg, tmp_path / name)
+        student = load_model(tmp_path / name / "model.pt").net.eval()
+        t_net = load_model(teacher / "model.pt").net.eval()
+        task = ReconTask(cfg, "recon-student", read_slice_set([data_dir], size=SIZE))
+        batch = task.make_batch(0, 0, torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            s_out, t_out = student(*task.net_inputs(batch)), t_net(*task.net_inputs(batch))
+        logged = [json.loads(line) for line in (tmp_path / name / "log.jsonl").open()]
+        assert ("l1_teacher_cascades" in logged[-1]) == (weight > 0)
+        return float(F.l1_loss(s_out.stages[0], t_out.stages[0]))
+
+    # a large weight on the first cascade's distance to the teacher's makes it smaller
+    assert run("heavy", 20.0) < run("off", 0.0)
+
+
+def test_cascade_imitation_needs_as_many_cascades(teacher, data_dir, tmp_path):
+    cfg = config(
+        data_dir,
+        "model.cascades=3",
+        "distill.mode=kd",
+        "distill.cascade_imitation=1",
+        f"distill.teacher={teacher / 'model.pt'}",
+    )
+    with pytest.raises(InputError, match="has 2 cascades, the student 3"):
+        train("recon-student", cfg, tmp_path / "s")
+    assert not (tmp_path / "s").exists()
+
+
 def test_resume_continues_exactly(data_dir, tmp_path):
     straight = tmp_path / "straight"
     train("sr-student", config(data_dir, "loop.steps=4"), straight)
@@ -225,6 +265,8 @@ def test_resume_continues_exactly(data_dir, tmp_path):
         (["distill.at_layers=[5, 0]"], "recon-student", "teacher has 5 convolutions"),
         (["distill.at_layers=[0, 3]"], "recon-student", "student has 3 convolutions"),
         (["distill.at_layers=[-1, 0]"], "recon-student", "at_layers"),
+        (["distill.cascade_imitation=-1"], "recon-student", "cascade_imitation"),
+        (["distill.cascade_imitation=1"], "sr-student", "cascade_imitation"),
         ([], "denoise-teacher", "role"),
     ],
 )

@@ -183,6 +183,10 @@ class DistillConfig:
         at_layers: ``[teacher, student]`` 1-based convolution (of every cascade / of the VDSR
             body) whose ReLU output is paired by attention transfer; 0 = KD-MRI's pairing
             (the middle layer: teacher DC-CNN conv3 / student conv2, VDSR conv6 / conv4).
+        cascade_imitation: weight of an extra imitation term (DC-CNN students, ``imitation``
+            and the imitation stage of ``kd``; not in KD-MRI): the mean L1 distance between the
+            student's and the teacher's data-consistent images after each cascade but the last
+            (the last is the imitation term itself); needs as many cascades in both; 0 = off.
     """
 
     mode: Literal["none", "at", "imitation", "kd"] = renamed("none", "kind")
@@ -192,6 +196,7 @@ class DistillConfig:
     at_distance: Literal["l1", "l2"] = "l1"
     at_steps: int = 0
     at_layers: tuple[int, int] = (0, 0)
+    cascade_imitation: float = 0.0
 
 
 @dataclass

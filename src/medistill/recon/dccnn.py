@@ -37,10 +37,13 @@ class NetOutput(NamedTuple):
         image: ``(B, 1, H, W)`` real reconstruction.
         features: activations used for attention transfer, one ``(B, C, H, W)`` tensor per
             cascade (DC-CNN) or a single one (VDSR), taken after the ReLU of the paired layer.
+        stages: DC-CNN: the data-consistent ``(B, 1, H, W)`` image after each cascade (the last
+            is ``image``); VDSR: empty.
     """
 
     image: Tensor
     features: tuple[Tensor, ...]
+    stages: tuple[Tensor, ...] = ()
 
 
 def default_attention_layer(convs: int) -> int:
@@ -218,8 +221,8 @@ class DCCNN(nn.Module):
             mask: 0/1 mask broadcastable to ``(B, 1, H, W)``.
 
         Returns:
-            :class:`NetOutput`: the last cascade's data-consistent real image and one attention
-            feature ``(B, C, H, W)`` per cascade.
+            :class:`NetOutput`: the last cascade's data-consistent real image, one attention
+            feature ``(B, C, H, W)`` per cascade and every cascade's data-consistent image.
         """
         if image.dim() != 4 or image.shape[1] != 1:
             raise InputError(f"DCCNN: 'image' must be (B, 1, H, W), got {tuple(image.shape)}")
@@ -229,7 +232,7 @@ class DCCNN(nn.Module):
                 f"{tuple(image.shape)}"
             )
         x = image
-        features = []
+        features, stages = [], []
         # centred k-space of even size: the measurement is moved to FFT order once, and each
         # cascade's data consistency needs no shifts (same values to float rounding)
         even = image.shape[-2] % 2 == 0 and image.shape[-1] % 2 == 0
@@ -247,4 +250,5 @@ class DCCNN(nn.Module):
                 with torch.autocast(image.device.type, enabled=False):
                     x = _data_consistency_uncentred(out, measured[1], measured[0])
             features.append(feature)
-        return NetOutput(x, tuple(features))
+            stages.append(x)
+        return NetOutput(x, tuple(features), tuple(stages))

@@ -1,4 +1,5 @@
-"""KD-MRI distillation losses: attention transfer between paired layers, and imitation.
+"""KD-MRI distillation losses: attention transfer between paired layers, and imitation (of the
+output, and optionally of every cascade's output: not in KD-MRI).
 
 Attention map of an activation ``A`` ``(B, C, H, W)``: ``Q = vec(sum_c A_c^2)`` ``(B, H*W)``,
 divided by its L2 norm per sample (Zagoruyko & Komodakis 2017; KD-MRI eq. 1). The public KD-MRI
@@ -18,7 +19,13 @@ from medistill.errors import InputError
 
 AT_DISTANCES: tuple[str, ...] = ("l1", "l2")
 
-__all__ = ["AT_DISTANCES", "attention_loss", "attention_map", "imitation_loss"]
+__all__ = [
+    "AT_DISTANCES",
+    "attention_loss",
+    "attention_map",
+    "cascade_imitation_loss",
+    "imitation_loss",
+]
 
 
 def attention_map(feature: Tensor, eps: float = 1e-12) -> Tensor:
@@ -96,3 +103,30 @@ def imitation_loss(
     rec = F.l1_loss(student.float(), target.float())
     imit = F.l1_loss(student.float(), teacher.detach().float())
     return alpha * rec + (1.0 - alpha) * imit, rec, imit
+
+
+def cascade_imitation_loss(student: Sequence[Tensor], teacher: Sequence[Tensor]) -> Tensor:
+    """Mean L1 distance between the student's and the teacher's intermediate cascade outputs.
+
+    Args:
+        student: the student's data-consistent ``(B, 1, H, W)`` image after each cascade
+            (:attr:`~medistill.recon.dccnn.NetOutput.stages`).
+        teacher: the teacher's, as many (no gradient flows into them).
+
+    Returns:
+        Scalar: the mean over cascades ``1 .. n_c - 1`` of the mean absolute difference (the
+        last cascade, the network's output, is left to :func:`imitation_loss`); 0 for one cascade.
+
+    Raises:
+        InputError: the two have different numbers of cascades.
+    """
+    if len(student) != len(teacher):
+        raise InputError(
+            f"cascade_imitation_loss(): the student has {len(student)} cascades, the teacher "
+            f"{len(teacher)}"
+        )
+    pairs = list(zip(student[:-1], teacher[:-1], strict=True))
+    if not pairs:
+        return student[-1].new_zeros(())
+    terms = [F.l1_loss(s.float(), t.detach().float()) for s, t in pairs]
+    return torch.stack(terms).mean()

@@ -32,7 +32,12 @@ from medistill.recon.augment import augment_slices
 from medistill.recon.config import DataConfig, ReconConfig
 from medistill.recon.data import SliceSet, embedded_set, read_slice_set
 from medistill.recon.dccnn import set_attention_layer
-from medistill.recon.distill import AT_DISTANCES, attention_loss, imitation_loss
+from medistill.recon.distill import (
+    AT_DISTANCES,
+    attention_loss,
+    cascade_imitation_loss,
+    imitation_loss,
+)
 from medistill.recon.kspace import simulate, sr_degrade
 from medistill.recon.masks import MASK_KINDS
 from medistill.recon.model import (
@@ -212,6 +217,11 @@ class ReconTask:
                 )
                 logs["l1_target"] = float(rec.detach())
                 logs["l1_teacher"] = float(imit.detach())
+                weight = self.cfg.distill.cascade_imitation
+                if weight > 0:
+                    stages = cascade_imitation_loss(out.stages, t_out.stages)
+                    loss = loss + weight * stages
+                    logs["l1_teacher_cascades"] = float(stages.detach())
         opt.zero_grad(set_to_none=True)
         ctx.backward(loss)
         opt.step()
@@ -234,6 +244,11 @@ def check_config(cfg: ReconConfig, role: str) -> None:
     _check_at_layers(cfg, role)
     if not 0.0 <= cfg.distill.alpha <= 1.0:
         raise InputError(f"distill.alpha must be in [0, 1], got {cfg.distill.alpha}")
+    weight = cfg.distill.cascade_imitation
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight >= 0:
+        raise InputError(f"distill.cascade_imitation must be a number >= 0, got {weight!r}")
+    if weight > 0 and is_sr(role):
+        raise InputError("distill.cascade_imitation needs a DC-CNN (recon) student, not VDSR")
     if cfg.mask.kind not in MASK_KINDS:
         raise InputError(f"mask.kind must be one of {', '.join(MASK_KINDS)}, got {cfg.mask.kind!r}")
     if cfg.mask.acceleration < 1:
@@ -293,6 +308,12 @@ def _load_teacher(cfg: ReconConfig, role: str, mask: np.ndarray | None) -> Recon
         raise InputError(
             f"{cfg.distill.teacher}: the teacher was trained for SR factor "
             f"{teacher.config.sr.factor:g}, this run asks for {cfg.sr.factor:g}"
+        )
+    n_t, n_s = teacher.config.model.cascades, cfg.model.cascades
+    if cfg.distill.cascade_imitation > 0 and n_t != n_s:
+        raise InputError(
+            f"distill.cascade_imitation: the teacher {cfg.distill.teacher} has {n_t} cascades, "
+            f"the student {n_s}; the term needs as many in both"
         )
     return teacher
 
