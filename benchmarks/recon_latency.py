@@ -20,7 +20,6 @@ masks matter (the weights do not change the arithmetic).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 from pathlib import Path
@@ -48,13 +47,10 @@ def main() -> int:
     if teacher.is_sr != student.is_sr:
         print("error: the checkpoints are of different kinds (DC-CNN, VDSR)", file=sys.stderr)
         return 2
-    engines = {"frozen": (teacher, student)}
-    eager = []
-    for m in (teacher, student):
-        plain = copy.deepcopy(m)
-        plain.engine = "eager"
-        eager.append(plain)
-    engines["eager"] = (eager[0], eager[1])
+    engines = {
+        "frozen": (teacher, student),
+        "eager": (teacher.with_engine("eager"), student.with_engine("eager")),
+    }
     rows = []
     print("| round | engine | teacher ms | student ms | ratio: median (10-90 %) |")
     print("|---|---|---|---|---|")

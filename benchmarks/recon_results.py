@@ -7,7 +7,8 @@ subject (vxm_subject.npz, re-sliced axially), the 2-D OASIS slices oasis2d_0000.
 the six ANTs slices. Held out: oasis_B (one volume), oasis2d_0080..0099 and the other two ANTs
 slices (one volume each). Metrics per volume (PSNR / SSIM with data range = the target volume's
 maximum, NMSE), then mean +- sd; CPU latency per 256x256 slice of teacher and student measured
-in one run (interleaved, batch 1, median of N timed runs, the best of three rounds).
+in one run, in alternating calls (batch 1, ``--pairs`` pairs: the median ms of each and of the
+per-pair ratio; before 2026-12-01 the best of three rounds of ``--repeats`` timed runs).
 
 Usage (from the repository root, background; a few hours at --scale 1 on 2 CPU cores):
 
@@ -238,44 +239,39 @@ def latency(
     results: dict,
     tags: list[str],
     threads: int,
-    repeats: int,
+    pairs: int,
     eager: bool = False,
 ) -> None:
-    """Teacher vs student ms per 256x256 slice, interleaved in one run; with ``eager`` also
-    both networks run eagerly (``ReconModel.engine="eager"``; the default engine traces and
-    freezes them), timed in the same rounds. Then the student / teacher ratio from alternating
-    calls (``benchmarks/recon_latency.py`` does only this, for any two checkpoints)."""
-    import copy
-
-    from medistill.recon.inference import latency_ms, paired_latency
+    """Teacher vs student on one 256x256 slice, in alternating calls
+    (:func:`medistill.recon.inference.paired_latency`): the median ms of each (the table's
+    column) and the median and 10-90th percentiles of the per-pair ratio student / teacher.
+    With ``eager`` also both networks run eagerly (the default engine traces and freezes them).
+    ``benchmarks/recon_latency.py`` does the same for any two checkpoints."""
+    from medistill.recon.inference import paired_latency
     from medistill.recon.model import load_model
 
     for tag in tags:
         folder = out / results[tag]["_folder"]
-        models = {
-            "teacher": load_model(folder / "teacher" / "model.pt"),
-            "student": load_model(folder / "student" / "model.pt"),
-        }
+        teacher = load_model(folder / "teacher" / "model.pt")
+        student = load_model(folder / "student" / "model.pt")
+        engines = {"": (teacher, student)}
         if eager:
-            for name in ("teacher", "student"):
-                plain = copy.deepcopy(models[name])
-                plain.engine = "eager"
-                models[f"{name} (eager)"] = plain
+            engines[" (eager)"] = (teacher.with_engine("eager"), student.with_engine("eager"))
         best: dict[str, float] = {}
-        for _ in range(3):
-            for name, model in models.items():
-                ms = latency_ms(model, 256, repeats=repeats, threads=threads)
-                best[name] = min(ms, best.get(name, float("inf")))
+        for suffix, (t, s) in engines.items():
+            paired = paired_latency(t, s, 256, pairs=pairs, threads=threads)
+            best[f"teacher{suffix}"] = paired["reference_ms"]
+            best[f"student{suffix}"] = paired["model_ms"]
+            if not suffix:
+                results[tag]["_latency_paired_256"] = paired
+            print(
+                f"  latency {tag}{suffix}: teacher {paired['reference_ms']:.1f} ms, student "
+                f"{paired['model_ms']:.1f} ms, student / teacher median "
+                f"{paired['ratio_median']:.2f} (10-90 %: {paired['ratio_p10']:.2f}-"
+                f"{paired['ratio_p90']:.2f}, {paired['pairs']} pairs)",
+                flush=True,
+            )
         results[tag]["_latency_ms_256"] = best
-        print(f"  latency {tag}: {best}", flush=True)
-        paired = paired_latency(models["teacher"], models["student"], 256, threads=threads)
-        results[tag]["_latency_paired_256"] = paired
-        print(
-            f"  student / teacher, alternating pairs: median {paired['ratio_median']:.2f} "
-            f"(10-90 %: {paired['ratio_p10']:.2f}-{paired['ratio_p90']:.2f}, "
-            f"{paired['pairs']} pairs)",
-            flush=True,
-        )
 
 
 def pm(summary: dict, key: str, digits: int) -> str:
@@ -327,7 +323,9 @@ def main() -> int:
     parser.add_argument("--accelerations", default="4,5,8")
     parser.add_argument("--no-sr", action="store_true", help="skip super-resolution")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for the latency")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per latency")
+    parser.add_argument(
+        "--pairs", type=int, default=30, help="alternating teacher / student calls per latency"
+    )
     parser.add_argument("--source", choices=("files", "pooled"), default="files")
     parser.add_argument("--test-fraction", type=float, default=0.2, help="pooled: per group")
     parser.add_argument("--seed", type=int, default=0, help="pooled: the split's seed")
@@ -351,7 +349,7 @@ def main() -> int:
     if args.latency_only:
         tags = [f"recon {float(a):g}x" for a in args.accelerations.split(",") if a]
         found = [t for t in tags if t in results]
-        latency(out, results, found, args.threads, args.repeats, eager=True)
+        latency(out, results, found, args.threads, args.pairs, eager=True)
         return 0
     steps = max(2, int(args.steps * args.scale))
     teacher_steps = max(2, int(args.teacher_steps * args.scale)) if args.teacher_steps else None
@@ -382,7 +380,7 @@ def main() -> int:
             teacher_steps=teacher_steps,
         )  # fmt: skip
         results_path.write_text(json.dumps(results, indent=2))
-    latency(out, results, tags, args.threads, args.repeats)
+    latency(out, results, tags, args.threads, args.pairs)
     results["_settings"] = {**vars(args), "out": str(out), "steps": steps}
     results_path.write_text(json.dumps(results, indent=2, default=str))
     print(write_table(out, {k: v for k, v in results.items() if not k.startswith("_")}))

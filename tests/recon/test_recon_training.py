@@ -319,11 +319,11 @@ def test_the_frozen_engine_gives_the_eager_output_once_traced_per_size(
 ):
     """run() traces and freezes the network once per input size (any batch) and returns the
     eager network's reconstruction; a network that cannot be traced runs eagerly."""
-    import copy
-
     model = load_model(teacher / "model.pt")
-    eager = copy.deepcopy(model)
-    eager.engine = "eager"
+    eager = model.with_engine("eager")  # the same weights, its own (empty) frozen cache
+    assert eager.net is model.net and model.engine == "torchscript"
+    with pytest.raises(InputError, match="engine"):
+        model.with_engine("tensorrt")
     gen = torch.Generator().manual_seed(6)
     for batch, size in ((2, SIZE), (3, SIZE), (1, SIZE + 8)):
         inputs, _ = model.inputs(torch.rand(batch, 1, size, size, generator=gen))

@@ -4,7 +4,7 @@ and saving / loading them as checkpoints (``task: "recon"``)."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -30,8 +30,11 @@ log = logging.getLogger(__name__)
 
 TASK = "recon"
 ROLES: tuple[str, ...] = ("recon-teacher", "recon-student", "sr-teacher", "sr-student")
+#: how :meth:`ReconModel.run` runs the network: traced and frozen (CPU) or eagerly
+ENGINES: tuple[str, ...] = ("torchscript", "eager")
 
 __all__ = [
+    "ENGINES",
     "ROLES",
     "TASK",
     "ReconModel",
@@ -199,6 +202,13 @@ class ReconModel:
         m = mask_tensor(mask).to(target.device)
         sim = simulate(target, m, "centered")
         return (sim.zero_filled, sim.kspace, m), sim.zero_filled
+
+    def with_engine(self, engine: str) -> ReconModel:
+        """The same network (weights shared, not copied) run by another engine:
+        ``"torchscript"`` (traced and frozen on the CPU) or ``"eager"``; its own frozen cache."""
+        if engine not in ENGINES:
+            raise InputError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        return replace(self, engine=engine, _frozen={})
 
     @torch.inference_mode()
     def run(self, *inputs: Tensor) -> Tensor:
