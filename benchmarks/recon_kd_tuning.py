@@ -14,7 +14,9 @@ seed's recipe (AT then imitation, alpha 0.5, L1 attention distance, teacher conv
   the teacher, also with alpha 0.25),
 - imitation only for 2N steps (no attention stage),
 - on the N/2 + 3N/2 split: the L2 attention distance, and imitation of every cascade's output
-  (``distill.cascade_imitation``, weight 1 or 0.5; not in KD-MRI).
+  (``distill.cascade_imitation``, weight 1 or 0.5; not in KD-MRI),
+- a student narrower than KD-MRI's (16 or 24 channels instead of 32: ``model.student_channels``),
+  plain for N and 2N steps and with the chosen KD recipe.
 
 Every setting is chosen on the **validation** subjects of the pooled split and reported on the
 test subjects (plain and contrast-inverted); no run trains on either. Stages shared by several
@@ -111,6 +113,22 @@ SETTINGS: dict[str, list[tuple[str, str, float, list[str], str]]] = {
         ("kd_half_long_casc05", "imitation", 1.5, ["distill.cascade_imitation=0.5"], "at_half"),
     ],
 }
+# a narrower student (``model.student_channels``; KD-MRI's student is as wide as its teacher):
+# its own plain runs and the KD recipe chosen above, for the latency target
+for _w in (16, 24):
+    _width = [f"model.student_channels={_w}"]
+    SETTINGS[f"student {_w} ch, no KD (N)"] = [(f"student_w{_w}", "none", 1, _width, "")]
+    SETTINGS[f"student {_w} ch, no KD (2N)"] = [(f"student_2n_w{_w}", "none", 2, _width, "")]
+    SETTINGS[f"KD {_w} ch, N/2 AT + 3N/2 imitation, cascade imitation 0.5"] = [
+        (f"at_half_w{_w}", "at", 0.5, _width, ""),
+        (
+            f"kd_half_long_casc05_w{_w}",
+            "imitation",
+            1.5,
+            [*_width, "distill.cascade_imitation=0.5"],
+            f"at_half_w{_w}",
+        ),
+    ]
 
 
 def _psnr(summary: dict) -> str:

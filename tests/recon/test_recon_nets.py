@@ -30,6 +30,19 @@ def test_parameter_counts_equal_kdmri():
     assert n_params(build_model(cfg, "sr-student")) == 640 + 5 * 36_928 + 577 == 185_857
 
 
+def test_student_channels_narrow_only_the_student():
+    cfg = ModelConfig(student_channels=16)
+    assert n_params(build_model(cfg, "recon-teacher")) == 141_765
+    # per cascade: 1->16 (160), 16->16 (2,320), 16->1 (145); five cascades
+    assert n_params(build_model(cfg, "recon-student")) == 5 * (160 + 2_320 + 145) == 13_125
+    widths = {
+        m.out_channels
+        for m in build_model(cfg, "recon-student").modules()
+        if isinstance(m, torch.nn.Conv2d)
+    }
+    assert widths == {16, 1}
+
+
 def test_paired_layers_are_kdmri_ones():
     assert default_attention_layer(5) == 3 and default_attention_layer(3) == 2
     assert default_attention_layer(11) == 6 and default_attention_layer(7) == 4

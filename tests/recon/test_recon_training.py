@@ -227,6 +227,21 @@ def test_cascade_imitation_pulls_every_cascade_towards_the_teachers(teacher, dat
     assert run("heavy", 20.0) < run("off", 0.0)
 
 
+def test_kd_trains_a_narrower_student_than_its_teacher(teacher, data_dir, tmp_path):
+    cfg = config(
+        data_dir,
+        "model.student_channels=4",  # the teacher has 16
+        "loop.steps=2",
+        "distill.mode=kd",
+        "distill.cascade_imitation=0.5",
+        f"distill.teacher={teacher / 'model.pt'}",
+    )
+    train("recon-student", cfg, tmp_path / "kd")
+    model = load_model(tmp_path / "kd" / "model.pt")
+    assert model.net.blocks[0].convs[0].out_channels == 4
+    assert load_model(teacher / "model.pt").net.blocks[0].convs[0].out_channels == 16
+
+
 def test_cascade_imitation_needs_as_many_cascades(teacher, data_dir, tmp_path):
     cfg = config(
         data_dir,
@@ -266,6 +281,7 @@ def test_resume_continues_exactly(data_dir, tmp_path):
         (["distill.at_layers=[0, 3]"], "recon-student", "student has 3 convolutions"),
         (["distill.at_layers=[-1, 0]"], "recon-student", "at_layers"),
         (["distill.cascade_imitation=-1"], "recon-student", "cascade_imitation"),
+        (["model.student_channels=-4"], "recon-student", "student_channels"),
         (["distill.cascade_imitation=1"], "sr-student", "cascade_imitation"),
         ([], "denoise-teacher", "role"),
     ],

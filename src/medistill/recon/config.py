@@ -41,7 +41,11 @@ class ModelConfig:
         cascades: DC-CNN cascades ``n_c`` (teacher and student).
         teacher_convs: convolutions per cascade of the DC-CNN teacher ``n_d``.
         student_convs: convolutions per cascade of the DC-CNN student.
-        channels: hidden width of the DC-CNN.
+        channels: hidden width of the DC-CNN (the teacher's; the student's too unless
+            ``student_channels`` is set).
+        student_channels: hidden width of the DC-CNN student; 0 = ``channels`` (KD-MRI's
+            student: 32, as the teacher). Attention maps sum over channels, so attention transfer
+            pairs layers of different widths.
         residual: residual connection per cascade (slides) or not (public code).
         sr_teacher_convs: VDSR teacher depth.
         sr_student_convs: VDSR student depth.
@@ -52,6 +56,7 @@ class ModelConfig:
     teacher_convs: int = 5
     student_convs: int = 3
     channels: int = 32
+    student_channels: int = 0
     residual: bool = True
     sr_teacher_convs: int = 11
     sr_student_convs: int = 7

@@ -72,7 +72,8 @@ def build_model(cfg: ModelConfig, role: str) -> nn.Module:
     if role == "recon-teacher":
         return DCCNN(cfg.cascades, cfg.teacher_convs, cfg.channels, residual=cfg.residual)
     if role == "recon-student":
-        return DCCNN(cfg.cascades, cfg.student_convs, cfg.channels, residual=cfg.residual)
+        width = cfg.student_channels or cfg.channels
+        return DCCNN(cfg.cascades, cfg.student_convs, width, residual=cfg.residual)
     convs = cfg.sr_teacher_convs if role == "sr-teacher" else cfg.sr_student_convs
     return VDSR(convs, cfg.sr_channels)
 
