@@ -15,8 +15,8 @@ seed's recipe (AT then imitation, alpha 0.5, L1 attention distance, teacher conv
 - imitation only for 2N steps (no attention stage),
 - on the N/2 + 3N/2 split: the L2 attention distance, and imitation of every cascade's output
   (``distill.cascade_imitation``, weight 1 or 0.5; not in KD-MRI),
-- a student narrower than KD-MRI's (16 channels instead of 32: ``model.student_channels``),
-  plain for N and 2N steps and with the chosen KD recipe.
+- a student narrower than KD-MRI's (16 channels instead of 32: ``model.student_channels``; 3
+  convolutions per cascade, or 5), plain for N and 2N steps and with the chosen KD recipe.
 
 Every setting is chosen on the **validation** subjects of the pooled split and reported on the
 test subjects (plain and contrast-inverted); no run trains on either. Stages shared by several
@@ -114,19 +114,21 @@ SETTINGS: dict[str, list[tuple[str, str, float, list[str], str]]] = {
     ],
 }
 # a narrower student (``model.student_channels``; KD-MRI's student is as wide as its teacher):
-# its own plain runs and the KD recipe chosen above, for the latency target
-for _w in (16,):  # 24 channels ran slower than 32 on oneDNN (docs/RESULTS.md)
-    _width = [f"model.student_channels={_w}"]
-    SETTINGS[f"student {_w} ch, no KD (N)"] = [(f"student_w{_w}", "none", 1, _width, "")]
-    SETTINGS[f"student {_w} ch, no KD (2N)"] = [(f"student_2n_w{_w}", "none", 2, _width, "")]
-    SETTINGS[f"KD {_w} ch, N/2 AT + 3N/2 imitation, cascade imitation 0.5"] = [
-        (f"at_half_w{_w}", "at", 0.5, _width, ""),
+# its own plain runs and the KD recipe chosen above, for the latency target. 16 channels and 3
+# convolutions per cascade, or 16 and 5 (the teacher's depth at half its width)
+for _w, _d in ((16, 3), (16, 5)):  # 24 channels ran no faster than 32 (docs/RESULTS.md)
+    _net = [f"model.student_channels={_w}", f"model.student_convs={_d}"]
+    _name, _dir = (f"{_w} ch", f"w{_w}") if _d == 3 else (f"{_w} ch x {_d}", f"w{_w}d{_d}")
+    SETTINGS[f"student {_name}, no KD (N)"] = [(f"student_{_dir}", "none", 1, _net, "")]
+    SETTINGS[f"student {_name}, no KD (2N)"] = [(f"student_2n_{_dir}", "none", 2, _net, "")]
+    SETTINGS[f"KD {_name}, N/2 AT + 3N/2 imitation, cascade imitation 0.5"] = [
+        (f"at_half_{_dir}", "at", 0.5, _net, ""),
         (
-            f"kd_half_long_casc05_w{_w}",
+            f"kd_half_long_casc05_{_dir}",
             "imitation",
             1.5,
-            [*_width, "distill.cascade_imitation=0.5"],
-            f"at_half_w{_w}",
+            [*_net, "distill.cascade_imitation=0.5"],
+            f"at_half_{_dir}",
         ),
     ]
 
