@@ -148,13 +148,16 @@ def prepare_pooled(
 
 def base_overrides(source: list[str], size: int, checkpoint_every: int) -> list[str]:
     """The overrides every run of a benchmark shares: its data source, slice size, all planes,
-    no progress bar, checkpoints every ``checkpoint_every`` steps."""
+    no progress bar, checkpoints every ``checkpoint_every`` steps, no validation (the runs train
+    their steps to the end, as the published ones did)."""
     return [
         *source,
         f"data.size={size}",
         "data.slices=0",
         "loop.progress=false",
         f"loop.checkpoint_every={checkpoint_every}",
+        "loop.val_every=0",
+        "loop.patience=0",
     ]
 
 

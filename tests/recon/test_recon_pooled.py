@@ -285,3 +285,28 @@ def test_val_every_needs_a_split_source(tmp_path):
     with pytest.raises(InputError, match="validation subjects"):
         train("recon-teacher", cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_kd_validates_the_imitation_stage_only(root, tmp_path):
+    """Attention transfer does not train the output: kd's first stage ignores loop.val_every."""
+    base = [
+        "data.source=pooled", f"data.paths=[{root}]", f"data.size={SIZE}",
+        "model.cascades=2", "model.channels=8", "loop.checkpoint_every=2",
+        "loop.val_every=2", "loop.patience=1", "data.val_fraction=0.3",
+    ]  # fmt: skip
+    teacher = load_config(ReconConfig, "test", presets=presets(), overrides=[*base, "loop.steps=2"])
+    train("recon-teacher", teacher, tmp_path / "t")
+    kd = [
+        *base, "loop.steps=4", "distill.mode=kd", "distill.at_steps=4",
+        f"distill.teacher={tmp_path / 't' / 'model.pt'}",
+    ]  # fmt: skip
+    train("recon-student", load_config(ReconConfig, "test", presets=presets(), overrides=kd),
+          tmp_path / "kd")  # fmt: skip
+
+    def scored(run: str) -> list[int]:
+        lines = (tmp_path / run / "log.jsonl").read_text().splitlines()
+        return [r["step"] for r in map(json.loads, lines) if "val_score" in r]
+
+    assert scored("kd/at") == [] and scored("kd") != []
+    at_cfg = load_config(ReconConfig, tmp_path / "kd" / "at" / "config.yaml")
+    assert at_cfg.loop.val_every == 0 and at_cfg.loop.patience == 0

@@ -2,8 +2,10 @@
 
 Presets (``--config NAME``): ``cpu-128`` (128x128 slices, feasible on 2 CPU cores),
 ``cpu-128-pooled`` (the same on every real slice of ``../shared/data``, split by subject, with
-intensity augmentation), ``paper-256`` (KD-MRI's 256x256 setting: Adam 1e-3, batch 4; uses a GPU
-when one exists), ``demo`` (64x64, minutes) and ``test`` (tiny, for the test-suite).
+intensity augmentation, validated on the val subjects with early stopping), ``paper-256``
+(KD-MRI's 256x256 setting: Adam 1e-3, batch 4, on the same pooled source, up to 40000 steps with
+early stopping; uses a GPU when one exists), ``demo`` (64x64, minutes) and ``test`` (tiny, for
+the test-suite).
 """
 
 from __future__ import annotations

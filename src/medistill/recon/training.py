@@ -342,6 +342,13 @@ def _fit(
 ) -> dict[str, Any]:
     from medistill.train import save_config
 
+    if kind == "at" and cfg.loop.val_every:
+        # attention transfer alone does not train the output image: its PSNR cannot choose
+        # weights or stop the stage (the imitation stage that follows is validated)
+        log.info("recon: the attention-transfer stage is not validated (loop.val_every ignored)")
+        cfg = copy.deepcopy(cfg)
+        cfg.loop.val_every = 0
+        cfg.loop.patience = 0
     size = slices.size
     mask = None if is_sr(role) else run_mask(cfg.mask, (size, size))
     teacher = None
