@@ -29,6 +29,14 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", help="case names")
     args = parser.parse_args()
     names = args.only or sorted(CASES, key=lambda n: (CASES[n].family, n))
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        print(
+            f"error: --only: no case named {unknown[0]!r} (names as in the table, e.g. "
+            f"{next(iter(CASES))!r})",
+            file=sys.stderr,
+        )
+        return 2
     lines = [
         "| case | family | command | exit | message | partial output | ok |",
         "|---|---|---|---|---|---|---|",

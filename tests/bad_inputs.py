@@ -648,6 +648,16 @@ def case_train_list_option_given_scalar(d: Path, i: Path) -> list[str]:
     return _train(d, "data.shape=5")
 
 
+@case("config", expect="model.student_channels")
+def case_train_recon_negative_student_width(d: Path, i: Path) -> list[str]:
+    return _train(d, "model.student_channels=-4", role="recon-student", config="test")
+
+
+@case("config", expect="distill.cascade_imitation")
+def case_train_recon_negative_cascade_imitation(d: Path, i: Path) -> list[str]:
+    return _train(d, "distill.cascade_imitation=-1", role="recon-student", config="test")
+
+
 @case("config", expect="loop.steps")
 def case_train_steps_not_a_number(d: Path, i: Path) -> list[str]:
     return _train(d, "loop.steps=many")
