@@ -28,6 +28,7 @@ Usage (from the repository root, background; about 20 minutes per acceleration o
         [--accelerations 5,8] [--teacher-steps M] [--only "LABEL;LABEL"]
 
 ``--teacher-steps M`` trains the teacher for M steps (default N: the students keep N per stage);
+``--student-seed S`` trains the students again with another ``loop.seed`` (the same teacher);
 ``--only`` trains and reports just the named settings (the teacher and the plain student for N
 steps always).
 
@@ -147,6 +148,13 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="pooled: the split's seed")
     parser.add_argument("--teacher-steps", type=int, default=0, help="teacher's steps (0: N)")
     parser.add_argument("--only", default="", help="settings to run, separated by ';'")
+    parser.add_argument(
+        "--student-seed",
+        type=int,
+        default=None,
+        help="loop.seed of the student runs (initial weights, batches): folders end in _sS and "
+        "the group is reported apart; the teacher is the one of the default seed",
+    )
     args = parser.parse_args()
     settings = dict(SETTINGS)
     if args.only:
@@ -176,7 +184,11 @@ def main() -> int:
     for acc in [float(a) for a in args.accelerations.split(",") if a]:
         folder = out / f"recon_{acc:g}x"
         tag = f"recon {acc:g}x"
-        group = results.setdefault(tag, {"_commands": []})
+        seed = args.student_seed
+        suffix = "" if seed is None else f"_s{seed}"
+        group = results.setdefault(
+            tag if seed is None else f"{tag}, student seed {seed}", {"_commands": []}
+        )
 
         def stage_overrides(factor: float, acc: float = acc) -> list[str]:
             steps = max(1, int(round(n * factor)))
@@ -189,12 +201,14 @@ def main() -> int:
         for label, stages in settings.items():
             for sub, mode, factor, extra, init in stages:
                 sets_ = [*stage_overrides(factor), f"distill.mode={mode}", *extra]
+                if seed is not None:
+                    sets_.append(f"loop.seed={seed}")
                 if mode != "none":
                     sets_.append(f"distill.teacher={teacher}")
                 if init:
-                    sets_.append(f"distill.init={folder / init / 'model.pt'}")
-                rr.train_run("recon-student", folder / sub, sets_, group["_commands"])
-            finals[label] = folder / stages[-1][0]
+                    sets_.append(f"distill.init={folder / (init + suffix) / 'model.pt'}")
+                rr.train_run("recon-student", folder / (sub + suffix), sets_, group["_commands"])
+            finals[label] = folder / (stages[-1][0] + suffix)
         for label, run in finals.items():
             row = group.setdefault(label, {})
             for name, images in sets.items():
