@@ -42,6 +42,7 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import recon_results as rr  # its neighbour in benchmarks/ (the script's folder is on sys.path)
@@ -51,68 +52,55 @@ ROOT, SHARED = rr.ROOT, rr.SHARED
 
 # label -> list of stages; a stage is (folder, distill mode, steps factor, extra overrides, init)
 # steps factor: multiples of N; init: the folder of an earlier stage whose model.pt starts this one
+Stage = tuple[str, str, float, list[str], str]
+
+
+def _kd(
+    at: str, at_factor: float, kd: str, kd_factor: float, *extra: str, at_extra: Sequence[str] = ()
+) -> list[Stage]:
+    """KD-MRI's steps 2 and 3: attention transfer in folder ``at`` (trained once, shared by the
+    settings that name it), then imitation in ``kd`` started from its weights; ``extra``
+    overrides the imitation stage, ``at_extra`` the attention stage."""
+    return [
+        (at, "at", at_factor, list(at_extra), ""),
+        (kd, "imitation", kd_factor, list(extra), at),
+    ]
+
+
 AT = "at_l1_mid"
-SETTINGS: dict[str, list[tuple[str, str, float, list[str], str]]] = {
+SETTINGS: dict[str, list[Stage]] = {
     "student, no KD (N)": [("student", "none", 1, [], "")],
     "student, no KD (2N)": [("student_2n", "none", 2, [], "")],
     "imitation only (2N)": [("imitation_2n", "imitation", 2, [], "")],
-    "KD, seed's recipe (N AT + N imitation)": [
-        (AT, "at", 1, [], ""),
-        ("kd", "imitation", 1, [], AT),
-    ],
-    "KD, alpha 0.25": [
-        (AT, "at", 1, [], ""),
-        ("kd_a025", "imitation", 1, ["distill.alpha=0.25"], AT),
-    ],
-    "KD, alpha 0.75": [
-        (AT, "at", 1, [], ""),
-        ("kd_a075", "imitation", 1, ["distill.alpha=0.75"], AT),
-    ],
-    "KD, L2 attention distance": [
-        ("at_l2_mid", "at", 1, ["distill.at_distance=l2"], ""),
-        ("kd_l2", "imitation", 1, [], "at_l2_mid"),
-    ],
-    "KD, layers teacher conv2 / student conv1": [
-        ("at_l1_early", "at", 1, ["distill.at_layers=[2,1]"], ""),
-        ("kd_early", "imitation", 1, [], "at_l1_early"),
-    ],
-    "KD, layers teacher conv4 / student conv2": [
-        ("at_l1_late", "at", 1, ["distill.at_layers=[4,2]"], ""),
-        ("kd_late", "imitation", 1, [], "at_l1_late"),
-    ],
-    "KD, N/2 AT + N/2 imitation (N in all)": [
-        ("at_half", "at", 0.5, [], ""),
-        ("kd_half", "imitation", 0.5, [], "at_half"),
-    ],
-    "KD, N/2 AT + 3N/2 imitation (2N in all)": [
-        ("at_half", "at", 0.5, [], ""),
-        ("kd_half_long", "imitation", 1.5, [], "at_half"),
-    ],
+    "KD, seed's recipe (N AT + N imitation)": _kd(AT, 1, "kd", 1),
+    "KD, alpha 0.25": _kd(AT, 1, "kd_a025", 1, "distill.alpha=0.25"),
+    "KD, alpha 0.75": _kd(AT, 1, "kd_a075", 1, "distill.alpha=0.75"),
+    "KD, L2 attention distance": _kd(
+        "at_l2_mid", 1, "kd_l2", 1, at_extra=["distill.at_distance=l2"]
+    ),
+    "KD, layers teacher conv2 / student conv1": _kd(
+        "at_l1_early", 1, "kd_early", 1, at_extra=["distill.at_layers=[2,1]"]
+    ),
+    "KD, layers teacher conv4 / student conv2": _kd(
+        "at_l1_late", 1, "kd_late", 1, at_extra=["distill.at_layers=[4,2]"]
+    ),
+    "KD, N/2 AT + N/2 imitation (N in all)": _kd("at_half", 0.5, "kd_half", 0.5),
+    "KD, N/2 AT + 3N/2 imitation (2N in all)": _kd("at_half", 0.5, "kd_half_long", 1.5),
     "student, no KD (3N)": [("student_3n", "none", 3, [], "")],
-    "KD, N/2 AT + 5N/2 imitation (3N in all)": [
-        ("at_half", "at", 0.5, [], ""),
-        ("kd_half_longer", "imitation", 2.5, [], "at_half"),
-    ],
-    "KD, N/4 AT + 7N/4 imitation (2N in all)": [
-        ("at_quarter", "at", 0.25, [], ""),
-        ("kd_quarter_long", "imitation", 1.75, [], "at_quarter"),
-    ],
-    "KD, alpha 0.25, N/2 AT + 3N/2 imitation": [
-        ("at_half", "at", 0.5, [], ""),
-        ("kd_half_long_a025", "imitation", 1.5, ["distill.alpha=0.25"], "at_half"),
-    ],
-    "KD, N/2 AT (L2) + 3N/2 imitation": [
-        ("at_half_l2", "at", 0.5, ["distill.at_distance=l2"], ""),
-        ("kd_half_long_l2", "imitation", 1.5, [], "at_half_l2"),
-    ],
-    "KD, N/2 AT + 3N/2 imitation, cascade imitation 1": [
-        ("at_half", "at", 0.5, [], ""),
-        ("kd_half_long_casc1", "imitation", 1.5, ["distill.cascade_imitation=1"], "at_half"),
-    ],
-    "KD, N/2 AT + 3N/2 imitation, cascade imitation 0.5": [
-        ("at_half", "at", 0.5, [], ""),
-        ("kd_half_long_casc05", "imitation", 1.5, ["distill.cascade_imitation=0.5"], "at_half"),
-    ],
+    "KD, N/2 AT + 5N/2 imitation (3N in all)": _kd("at_half", 0.5, "kd_half_longer", 2.5),
+    "KD, N/4 AT + 7N/4 imitation (2N in all)": _kd("at_quarter", 0.25, "kd_quarter_long", 1.75),
+    "KD, alpha 0.25, N/2 AT + 3N/2 imitation": _kd(
+        "at_half", 0.5, "kd_half_long_a025", 1.5, "distill.alpha=0.25"
+    ),
+    "KD, N/2 AT (L2) + 3N/2 imitation": _kd(
+        "at_half_l2", 0.5, "kd_half_long_l2", 1.5, at_extra=["distill.at_distance=l2"]
+    ),
+    "KD, N/2 AT + 3N/2 imitation, cascade imitation 1": _kd(
+        "at_half", 0.5, "kd_half_long_casc1", 1.5, "distill.cascade_imitation=1"
+    ),
+    "KD, N/2 AT + 3N/2 imitation, cascade imitation 0.5": _kd(
+        "at_half", 0.5, "kd_half_long_casc05", 1.5, "distill.cascade_imitation=0.5"
+    ),
 }
 # a narrower student (``model.student_channels``; KD-MRI's student is as wide as its teacher):
 # its own plain runs and the KD recipe chosen above, for the latency target. 16 channels and 3
@@ -122,16 +110,15 @@ for _w, _d in ((16, 3), (16, 5)):  # 24 channels ran no faster than 32 (docs/RES
     _name, _dir = (f"{_w} ch", f"w{_w}") if _d == 3 else (f"{_w} ch x {_d}", f"w{_w}d{_d}")
     SETTINGS[f"student {_name}, no KD (N)"] = [(f"student_{_dir}", "none", 1, _net, "")]
     SETTINGS[f"student {_name}, no KD (2N)"] = [(f"student_2n_{_dir}", "none", 2, _net, "")]
-    SETTINGS[f"KD {_name}, N/2 AT + 3N/2 imitation, cascade imitation 0.5"] = [
-        (f"at_half_{_dir}", "at", 0.5, _net, ""),
-        (
-            f"kd_half_long_casc05_{_dir}",
-            "imitation",
-            1.5,
-            [*_net, "distill.cascade_imitation=0.5"],
-            f"at_half_{_dir}",
-        ),
-    ]
+    SETTINGS[f"KD {_name}, N/2 AT + 3N/2 imitation, cascade imitation 0.5"] = _kd(
+        f"at_half_{_dir}",
+        0.5,
+        f"kd_half_long_casc05_{_dir}",
+        1.5,
+        *_net,
+        "distill.cascade_imitation=0.5",
+        at_extra=_net,
+    )
 
 
 def _psnr(summary: dict) -> str:
