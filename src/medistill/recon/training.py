@@ -244,9 +244,8 @@ def check_config(cfg: ReconConfig, role: str) -> None:
     _check_at_layers(cfg, role)
     if not 0.0 <= cfg.distill.alpha <= 1.0:
         raise InputError(f"distill.alpha must be in [0, 1], got {cfg.distill.alpha}")
-    for name in ("channels", "student_channels"):
+    for name, least in (("channels", 1), ("student_channels", 0)):
         value = getattr(cfg.model, name)
-        least = 1 if name == "channels" else 0
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise InputError(f"model.{name} must be an integer >= {least}, got {value!r}")
     weight = cfg.distill.cascade_imitation
