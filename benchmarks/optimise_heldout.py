@@ -30,7 +30,8 @@ Usage (from the repository root):
 
     OMP_NUM_THREADS=2 python benchmarks/optimise_heldout.py --data runs/heldout_pairs \\
         --contrast t1 --threads 2 --out runs/optimise_heldout [--only identity "ANTs SyN"] \\
-        [--pairs N] [--set optim.iterations=100 ...] [--name optimiser-fast]
+        [--pairs N] [--set optim.iterations=100 ...] [--name optimiser-fast] \\
+        [--model NAME=CKPT ...] [--paired "ANTs SyN:optimiser" ...]
 
 Writes ``OUT/metrics.csv`` (one line per row and pair) and ``OUT/summary.json`` (mean and sd per
 row, the command and settings) atomically after every row, and prints the table (mean +- sd).
@@ -239,6 +240,25 @@ def print_table(summary: dict[str, dict]) -> None:
         print(f"| {name} | {s['pairs']} | " + " | ".join(cells) + " |")
 
 
+def paired_dice(rows: list[dict], a: str, b: str) -> str:
+    """One line: the Dice of row ``a`` minus that of row ``b`` over the pairs both rows ran
+    (mean +- sd, and on how many pairs ``a`` is above ``b``)."""
+    dice = {name: {} for name in (a, b)}
+    for r in rows:
+        if r["row"] in dice:
+            dice[r["row"]][(r["fixed"], r["moving"])] = r["dice"]
+    common = [k for k in dice[a] if k in dice[b]]
+    if not common:
+        ran = sorted({r["row"] for r in rows})
+        return f"paired {a} - {b}: no pairs in common (rows run: {ran})"
+    diff = np.array([dice[a][k] - dice[b][k] for k in common])
+    sd = diff.std(ddof=1) if diff.size > 1 else 0.0
+    return (
+        f"paired Dice {a} - {b}: {diff.mean():+.4f} +- {sd:.4f}"
+        f" over {diff.size} pairs, {a} above on {int((diff > 0).sum())}"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT / "runs" / "heldout_pairs")
@@ -274,7 +294,17 @@ def main() -> int:
         help="comma-separated optimiser iteration counts for --model rows; N@F runs N at "
         "pyramid factor F of the working grid (a coarse correction; default F=1)",
     )
+    parser.add_argument(
+        "--paired",
+        action="append",
+        default=[],
+        metavar="A:B",
+        help="print the paired Dice difference of row A minus row B (repeat)",
+    )
     args = parser.parse_args()
+    for item in args.paired:
+        if item.count(":") != 1 or not all(item.split(":")):
+            parser.error(f"--paired wants two row names as A:B, got {item!r}")
 
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(args.threads)
     import torch
@@ -373,6 +403,8 @@ def main() -> int:
     print()
     print(f"$ {command}")
     print_table(summary)
+    for item in args.paired:
+        print(paired_dice(rows, *item.split(":")))
     for note in notes:
         print(f"note: {note}")
     print(f"written: {args.out / 'metrics.csv'}, {args.out / 'summary.json'}")
