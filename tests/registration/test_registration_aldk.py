@@ -95,3 +95,63 @@ def test_per_element_term_is_bounded_by_the_mean_squared_field_difference():
     w = d / d.norm()
     raw = adversarial_student_term(critic, teacher[:1], student[:1])
     assert torch.allclose(raw, d.square().sum(), rtol=1e-4)
+
+
+def _distill_losses(mode: str) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """One student step's logs and losses in ``mode``, same weights, batch and critic."""
+    from medistill.registration.config import RegistrationConfig, presets
+    from medistill.registration.training import RegistrationTask
+    from medistill.train import load_config
+
+    cfg = load_config(
+        RegistrationConfig,
+        "demo",
+        presets=presets(),
+        overrides=[
+            f"distill.mode={mode}",
+            "distill.l1_weight=2.0",
+            "distill.critic_every=1",
+            "distill.critic_downsample=1",
+        ],
+    )
+    torch.manual_seed(0)
+    task = RegistrationTask(cfg, "student", source=None)  # type: ignore[arg-type]
+    g = torch.Generator().manual_seed(1)
+    batch = {
+        "fixed": torch.rand(2, 1, 32, 32, 32, generator=g),
+        "moving": torch.rand(2, 1, 32, 32, 32, generator=g),
+        "teacher_disp": torch.randn(2, 3, 32, 32, 32, generator=g),
+    }
+
+    class Recording:
+        modules = task.modules()
+        losses: dict[str, torch.Tensor] = {}
+
+        def autocast(self):
+            import contextlib
+
+            return contextlib.nullcontext()
+
+        def optimize(self, name, loss):
+            self.losses[name] = loss.detach()
+            return {}
+
+    ctx = Recording()
+    logs = task.training_step(batch, 0, ctx)
+    return logs, ctx.losses
+
+
+def test_l1_aldk_puts_the_critic_on_top_of_the_l1_term():
+    # same weights, batch and critic: l1_aldk - aldk = gamma * (l1 - none) = gamma * w * flow_l1
+    none, _ = _distill_losses("none")
+    l1, _ = _distill_losses("l1")
+    aldk, aldk_losses = _distill_losses("aldk")
+    both, both_losses = _distill_losses("l1_aldk")
+    gamma = 0.3
+    assert "critic" in aldk_losses and "critic" in both_losses
+    assert "flow_l1" in both and "flow_l1" not in aldk
+    assert both["flow_l1"] > 0.5  # random teacher fields: the term is not trivially zero
+    assert abs(l1["loss"] - none["loss"] - 2.0 * l1["flow_l1"]) < 1e-4
+    assert abs(both["adv"] - aldk["adv"]) < 1e-5 * max(1.0, abs(aldk["adv"]))
+    expected = gamma * (l1["loss"] - none["loss"])
+    assert abs((both["loss"] - aldk["loss"]) - expected) < 1e-4 * max(1.0, abs(expected))

@@ -125,9 +125,11 @@ class DistillConfig:
     """How the student learns from the teacher.
 
     Attributes:
-        mode: ``"none"`` (similarity + smoothness only), ``"l1"`` (plus L1 to the teacher's field)
-            or ``"aldk"`` (adversarial: Wasserstein critic with gradient penalty on fields).
-        teacher: the teacher of ``l1`` and ``aldk``: a trained network's checkpoint (e.g. the
+        mode: ``"none"`` (similarity + smoothness only), ``"l1"`` (plus L1 to the teacher's field),
+            ``"aldk"`` (adversarial: Wasserstein critic with gradient penalty on fields) or
+            ``"l1_aldk"`` (the critic on top of the L1 term: ``gamma * (l_rec + l1_weight * L1)
+            + (1 - gamma) * l_dis``).
+        teacher: the teacher of every mode but ``none``: a trained network's checkpoint (e.g. the
             RCN, for GPU users), ``optimise``: per-pair optimisation registration
             (:mod:`medistill.optimise`, no training, strong on a CPU), or ``ants``: antspyx SyN
             (optional extra ``medistill[ants]``; slow, a reference teacher).
@@ -145,7 +147,7 @@ class DistillConfig:
         critic_downsample: the critic sees fields averaged over blocks of this many voxels per
             axis (in coarse voxels), which makes ALDK affordable on a CPU; 1 = full resolution.
         critic_lr: critic learning rate.
-        l1_weight: weight of the L1 flow term in ``l1`` mode.
+        l1_weight: weight of the L1 flow term in ``l1`` and ``l1_aldk`` modes.
         adv_per_element: divide the ALDK student term ``(D(phi_s) - D(phi_t))^2`` by the number
             of values of the critic's input field. For a 1-Lipschitz critic the raw term grows
             with the field's size (up to the squared L2 distance of the fields) and outweighs
@@ -153,7 +155,7 @@ class DistillConfig:
             difference. ``False`` is the paper's term.
     """
 
-    mode: Literal["none", "l1", "aldk"] = "none"
+    mode: Literal["none", "l1", "aldk", "l1_aldk"] = "none"
     teacher: str = ""
     teacher_config: str = "brain"
     teacher_set: tuple[str, ...] = ()

@@ -29,7 +29,8 @@ from medistill.train import StepContext, Trainer, is_main_process, rank, world_s
 from medistill.typing import PathLike
 
 log = logging.getLogger(__name__)
-DISTILL_MODES = ("none", "l1", "aldk")
+DISTILL_MODES = ("none", "l1", "aldk", "l1_aldk")
+ADVERSARIAL_MODES = ("aldk", "l1_aldk")
 
 
 class RegistrationTask:
@@ -42,7 +43,9 @@ class RegistrationTask:
     - ``none``: ``l_rec = 1 - corr + smooth * sum_k smooth(u_k) + affine terms``;
     - ``l1``: ``l_rec + l1_weight * |phi_s - phi_t|``;
     - ``aldk``: ``gamma * l_rec + (1 - gamma) * mean((D(phi_s) - D(phi_t))^2)``, and every
-      ``critic_every`` student steps one critic step on the WGAN-GP loss.
+      ``critic_every`` student steps one critic step on the WGAN-GP loss;
+    - ``l1_aldk``: ALDK on top of field regression, ``gamma * (l_rec + l1_weight *
+      |phi_s - phi_t|) + (1 - gamma) * mean((D(phi_s) - D(phi_t))^2)``, the critic as in ``aldk``.
     """
 
     def __init__(
@@ -58,7 +61,7 @@ class RegistrationTask:
         self.cache = cache
         self.model = build_model(cfg.model, role)
         self.mode = cfg.distill.mode if role == "student" else "none"
-        self.critic = FieldCritic(cfg.model.ndim) if self.mode == "aldk" else None
+        self.critic = FieldCritic(cfg.model.ndim) if self.mode in ADVERSARIAL_MODES else None
 
     # -- TrainTask
     def modules(self) -> dict[str, torch.nn.Module]:
@@ -105,12 +108,12 @@ class RegistrationTask:
                 float(l_det.detach()),
                 float(l_ortho.detach()),
             )
-        loss = l_rec
-        if self.mode == "l1":
+        if self.mode in ("l1", "l1_aldk"):
             l1 = flow_l1_loss(disp, batch["teacher_disp"])
-            loss = l_rec + cfg.distill.l1_weight * l1
+            l_rec = l_rec + cfg.distill.l1_weight * l1
             logs["flow_l1"] = float(l1.detach())
-        elif self.mode == "aldk":
+        loss = l_rec
+        if self.mode in ADVERSARIAL_MODES:
             critic = ctx.modules["critic"]
             factor = cfg.distill.critic_downsample
             teacher = coarse_field(batch["teacher_disp"], factor)
@@ -248,7 +251,7 @@ def train(
         held = "" if cfg.data.holdout else " (data.holdout false: every map)"
         log.info("training pairs from %d label maps of %s%s", source.count, cfg.data.path, held)
     cache = None
-    if role == "student" and cfg.distill.mode in ("l1", "aldk"):
+    if role == "student" and cfg.distill.mode != "none":
         cache = teacher_flow_cache(cfg, source, out)
     torch.manual_seed(cfg.loop.seed)  # the initial weights (and critic) depend on the seed alone
     task = RegistrationTask(cfg, role, source, cache)
