@@ -1,7 +1,9 @@
-"""Helpers for tests: synthetic geometry with known answers, running the CLI under torchrun."""
+"""Helpers for tests: synthetic geometry with known answers, running the CLI under torchrun, a
+stand-in step context for calling a task's ``training_step`` directly."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -33,3 +35,20 @@ def torchrun_cli(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         timeout=300,
     )
+
+
+class RecordingContext:
+    """A stand-in for the training loop's ``StepContext`` that keeps each optimiser's loss
+    (``losses[name]``, not detached) instead of stepping, so that a test can call a task's
+    ``training_step`` and inspect or back-propagate what it would have optimised."""
+
+    def __init__(self, modules):
+        self.modules = modules
+        self.losses = {}
+
+    def autocast(self):
+        return contextlib.nullcontext()
+
+    def optimize(self, name, loss):
+        self.losses[name] = loss
+        return {"grad_norm": 0.0}

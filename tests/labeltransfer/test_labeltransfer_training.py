@@ -27,6 +27,7 @@ from medistill.labeltransfer.training import (
 )
 from medistill.spatial import random_smooth_disp, warp
 from medistill.train import Trainer, from_dict, load_checkpoint, load_config, to_dict
+from tests.utils import RecordingContext
 
 SIZE = 32
 
@@ -280,23 +281,6 @@ def test_synthesised_images_are_t1_like_and_skull_stripped():
     assert image[tissue == 1].mean() < image[tissue == 2].mean() < image[tissue == 3].mean()
 
 
-class _RecordingContext:
-    """A stand-in for the loop's StepContext that keeps the losses instead of stepping."""
-
-    def __init__(self, modules):
-        self.modules = modules
-        self.losses = {}
-
-    def autocast(self):
-        import contextlib
-
-        return contextlib.nullcontext()
-
-    def optimize(self, name, loss):
-        self.losses[name] = loss
-        return {"grad_norm": 0.0}
-
-
 @pytest.mark.parametrize("step, forward_moves", [(0, False), (10, True)])
 def test_training_step_warmup_keeps_every_cycle_term_off_the_forward_generator(step, forward_moves):
     # only the cycle terms: during the warm-up (steps < cycle_start) none may reach G_F
@@ -304,7 +288,7 @@ def test_training_step_warmup_keeps_every_cycle_term_off_the_forward_generator(s
     task = LabelTransferTask(cfg, tiny_data())
     _shift_flow(task.net, 0.4)
     batch = task.make_batch(step, 0, torch.Generator().manual_seed(0))
-    ctx = _RecordingContext(task.modules())
+    ctx = RecordingContext(task.modules())
     logs = task.training_step(batch, step, ctx)
     assert {"cyc", "anatomy", "trans", "diff"} <= set(logs)
     task.net.zero_grad()

@@ -12,6 +12,7 @@ from medistill.registration.aldk import (
     gradient_penalty,
     interpolate_fields,
 )
+from tests.utils import RecordingContext
 
 
 def test_adversarial_term_alone_gives_student_gradients():
@@ -123,22 +124,9 @@ def _distill_losses(mode: str) -> tuple[dict[str, float], dict[str, torch.Tensor
         "teacher_disp": torch.randn(2, 3, 32, 32, 32, generator=g),
     }
 
-    class Recording:
-        modules = task.modules()
-        losses: dict[str, torch.Tensor] = {}
-
-        def autocast(self):
-            import contextlib
-
-            return contextlib.nullcontext()
-
-        def optimize(self, name, loss):
-            self.losses[name] = loss.detach()
-            return {}
-
-    ctx = Recording()
+    ctx = RecordingContext(task.modules())
     logs = task.training_step(batch, 0, ctx)
-    return logs, ctx.losses
+    return logs, {k: v.detach() for k, v in ctx.losses.items()}
 
 
 def test_l1_aldk_puts_the_critic_on_top_of_the_l1_term():

@@ -30,6 +30,7 @@ from medistill.typing import PathLike
 
 log = logging.getLogger(__name__)
 DISTILL_MODES = ("none", "l1", "aldk", "l1_aldk")
+FIELD_L1_MODES = ("l1", "l1_aldk")
 ADVERSARIAL_MODES = ("aldk", "l1_aldk")
 
 
@@ -108,7 +109,7 @@ class RegistrationTask:
                 float(l_det.detach()),
                 float(l_ortho.detach()),
             )
-        if self.mode in ("l1", "l1_aldk"):
+        if self.mode in FIELD_L1_MODES:
             l1 = flow_l1_loss(disp, batch["teacher_disp"])
             l_rec = l_rec + cfg.distill.l1_weight * l1
             logs["flow_l1"] = float(l1.detach())
